@@ -1,0 +1,82 @@
+"""The ``glp-bench`` command line: thin. Each subcommand lives in ``glp_bench/commands/<name>.py``
+with ``add_parser(subparsers)`` (argument definitions) and ``run(args) -> int`` (call the library,
+render the result). This module only dispatches and turns errors into exit statuses:
+
+* ``GlpError`` (bad input the user can fix): one line on stderr, exit 2 (1 for a gate regression);
+* Ctrl-C: one line saying finished work is kept and how to resume, exit 130.
+
+Heavy imports (torch, transformers, onnxruntime) happen inside ``run`` so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import GlpError
+
+# Order = order in --help.
+COMMANDS = [
+    "tasks",
+    "finetune",
+    "prune",
+    "export",
+    "prune_and_export",
+    "latency",
+    "report",
+    "gate",
+    "deploy",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glp-bench",
+        description=(
+            "Greedy layer pruning (GLP) of transformer encoders: prune on a GLUE task, export every "
+            "depth to ONNX, measure latency with ONNX Runtime, report score vs speedup, gate CI."
+        ),
+        epilog="Run 'glp-bench COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"glp-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"glp_bench.commands.{name}")
+        except ModuleNotFoundError as e:  # a command not built yet in this checkout
+            if e.name == f"glp_bench.commands.{name}":
+                continue
+            raise
+        sp = module.add_parser(sub)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except GlpError as e:
+        print(f"glp-bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(
+            "glp-bench: interrupted; finished work is saved, re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

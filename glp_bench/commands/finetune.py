@@ -1,0 +1,75 @@
+"""glp-bench finetune: fine-tune one (optionally pruned) model on a GLUE task and score it on dev."""
+
+from __future__ import annotations
+
+from ._common import add_device_arg, add_task_model_args, parse_layers, quiet_hf
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "finetune", help="fine-tune a model (optionally with layers removed) and score it on the dev split",
+        description="Fine-tune a model on a GLUE task with the paper's defaults (AdamW, lr 2e-5, batch 32, "
+        "3 epochs, max length 128, linear schedule) using dynamic padding and length-grouped batches, then "
+        "score it on the dev split(s). Saves the model (safetensors + tokenizer) and scores.json.",
+    )
+    add_task_model_args(p)
+    add_device_arg(p)
+    p.add_argument("--out", default=None, help="output folder (default runs/<task>-<model>/finetune)")
+    p.add_argument("--drop-layers", default=None, help="comma-separated encoder layers to remove first, e.g. 3,5")
+    p.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
+    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default 128)")
+    p.add_argument("--max-samples", type=int, default=None, help="train on at most this many examples")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--pad-to-max", action="store_true", help="pad every example to --max-length (the paper's protocol; slow)")
+    return p
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ..data import load_task_data
+    from ..jsonio import atomic_write_json, stamp
+    from ..manifest import default_run_dir
+    from ..models import load_classifier, load_tokenizer, model_slug, resolve_model
+    from ..progress import make_progress
+    from ..surgery import drop_layers, kept_layers
+    from ..tasks import flatten_scores, get_task
+    from ..train import TrainConfig, evaluate, fine_tune, resolve_device, tokenize
+
+    quiet_hf()
+    task = get_task(args.task)
+    device = resolve_device(args.device)
+    model_id = resolve_model(args.model)
+    data = load_task_data(task, args.data_dir)
+    layers = parse_layers(args.drop_layers)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                      seed=args.seed, max_samples=args.max_samples, pad_to_max=args.pad_to_max)
+    out = Path(args.out) if args.out else default_run_dir(task.name, model_slug(model_id)) / "finetune"
+    console = Console(stderr=True)
+
+    tokenizer = load_tokenizer(model_id)
+    model = load_classifier(model_id, task, seed=cfg.seed)
+    if layers:
+        model = drop_layers(model, layers)
+    enc = {name: tokenize(split, tokenizer, task, cfg.max_length) for name, split in data.items()}
+    console.print(f"fine-tuning {model_id} on {task.name}: {len(enc['train'])} examples, "
+                  f"layers {kept_layers(model.config)}, device {device}")
+    with make_progress() as progress:
+        stats = fine_tune(model, enc["train"], tokenizer, cfg, device, progress, description=f"{task.name}")
+    scores = flatten_scores(task, evaluate(model, {s: enc[s] for s in task.dev_splits}, tokenizer, task, device))
+
+    model.save_pretrained(out / "model", safe_serialization=True)
+    tokenizer.save_pretrained(out / "model")
+    atomic_write_json(out / "scores.json", stamp("glp-bench-finetune", 1, {
+        "task": task.name, "model": model_id, "kept_layers": kept_layers(model.config), "device": device,
+        "train_config": cfg.to_dict(), "train": stats, "dev_scores": scores,
+    }))
+    Console().print(
+        f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        + f"  ({stats['seconds']:.0f} s training, {stats['examples_per_s']:.0f} examples/s) -> {out}"
+    )
+    return 0
