@@ -1,0 +1,215 @@
+"""The isolated worker: ``python -m glp_bench.bench.worker`` reads one job (JSON) on stdin, creates the
+session (or PyTorch model), warms up, times single inferences, and prints one result line::
+
+    GLP_BENCH_WORKER_RESULT {"samples": [s, ...], "session_init_s": s, "peak_rss_mb": mb,
+                             "session_rss_mb": mb, "info": {...}, "error": null}
+
+Started by :func:`glp_bench.bench.runner.run_worker`, one process per configuration and round, so no
+state leaks between measurements and the peak RSS is this session's alone.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+from .runner import CPU, CUDA, RESULT_MARKER, TENSORRT, TORCH, BenchConfig
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (Linux VmRSS), else the peak so far."""
+    v = _proc_status_mb("VmRSS")
+    return v if v is not None else peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process: Linux VmHWM (reset by exec, unlike ru_maxrss, which
+    inherits the parent's peak across fork+exec), else ru_maxrss (KiB on Linux, bytes on macOS)."""
+    v = _proc_status_mb("VmHWM")
+    if v is not None:
+        return v
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def pin(cpus) -> str:
+    if cpus is None:
+        return "none"
+    if not hasattr(os, "sched_setaffinity"):
+        return "unsupported on this OS"
+    os.sched_setaffinity(0, set(cpus))
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
+
+FALLBACK_VOCAB = 32  # every real vocabulary has at least this many ids; latency does not depend on them
+
+
+def vocab_size_near(model_path: str) -> int | None:
+    """``vocab_size`` from the config.json the exporter saves beside the ONNX file (or one folder up)."""
+    here = os.path.dirname(os.path.abspath(model_path))
+    for folder in (here, os.path.dirname(here), os.path.join(os.path.dirname(here), "model")):
+        try:
+            with open(os.path.join(folder, "config.json")) as f:
+                v = json.load(f).get("vocab_size")
+            if isinstance(v, int) and v > 1:
+                return v
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def make_inputs(specs, batch: int, seq: int, vocab_size: int | None, seed: int) -> dict:
+    """Arrays for the model's inputs, by name: [(name, numpy dtype), ...] -> {name: array}."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    high = min(vocab_size, 30000) if vocab_size else FALLBACK_VOCAB
+    out = {}
+    for name, dtype in specs:
+        if name == "input_ids":
+            a = rng.integers(1, max(high, 2), size=(batch, seq))
+        elif name == "attention_mask":
+            a = np.ones((batch, seq))
+        elif name == "token_type_ids":
+            a = np.zeros((batch, seq))
+        elif name == "position_ids":
+            a = np.broadcast_to(np.arange(seq), (batch, seq))
+        else:
+            raise ValueError(f"the model has an input {name!r} this benchmark does not know how to fill")
+        out[name] = np.ascontiguousarray(a, dtype=dtype)
+    return out
+
+
+ORT_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32",
+             "tensor(float16)": "float16"}
+
+
+def ort_runner(cfg: BenchConfig):
+    """(run, info): a zero-argument callable doing one timed inference with ONNX Runtime."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = cfg.threads
+    so.inter_op_num_threads = cfg.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[cfg.graph_optimization]
+    so.enable_cpu_mem_arena = cfg.memory_arena
+    spin = "1" if cfg.spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3
+
+    if cfg.provider == CPU:
+        providers = [CPU]
+    elif cfg.provider == CUDA:
+        providers = [(CUDA, {"device_id": cfg.device_id, **cfg.provider_options}), CPU]
+    else:  # TensorRT first, CUDA then CPU for the nodes TensorRT does not take
+        trt = {"device_id": cfg.device_id, "trt_engine_cache_enable": True,
+               "trt_engine_cache_path": os.path.join(os.path.dirname(os.path.abspath(cfg.model)), "trt-cache"),
+               **cfg.provider_options}
+        providers = [(TENSORRT, trt), (CUDA, {"device_id": cfg.device_id}), CPU]
+
+    rss0 = current_rss_mb()
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(cfg.model, sess_options=so, providers=providers)
+    init_s = time.perf_counter() - t0
+    used = sess.get_providers()
+    if used[0] != cfg.provider:
+        raise RuntimeError(f"{cfg.provider} was asked for but the session runs on {used[0]} (providers {used})")
+
+    specs = [(i.name, ORT_TYPES.get(i.type, "int64")) for i in sess.get_inputs()]
+    feeds = make_inputs(specs, cfg.batch, cfg.seq, cfg.vocab_size or vocab_size_near(cfg.model), cfg.seed)
+    info = {"runtime": f"onnxruntime {ort.__version__}", "providers": used,
+            "inputs": {k: list(v.shape) for k, v in feeds.items()}, "io_binding": False}
+
+    if cfg.on_gpu and cfg.io_binding:
+        binding = sess.io_binding()
+        device_inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", cfg.device_id) for k, v in feeds.items()}
+        for name, value in device_inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, "cuda", cfg.device_id)
+        info["io_binding"] = True
+
+        def run():
+            sess.run_with_iobinding(binding)
+            binding.synchronize_outputs()  # the GPU work is finished when the timer stops
+    else:
+
+        def run():
+            sess.run(None, feeds)
+
+    return run, info, init_s, rss0
+
+
+def run_job(job: dict) -> dict:
+    cfg = BenchConfig.from_dict(job["config"])
+    affinity = pin(cfg.cpu_affinity)
+    if cfg.backend == TORCH:
+        from .torch_eager import torch_runner
+
+        run, info, init_s, rss0 = torch_runner(cfg, current_rss_mb)
+    else:
+        run, info, init_s, rss0 = ort_runner(cfg)
+    info["cpu_affinity"] = affinity
+
+    for _ in range(job["warmup"]):
+        run()
+    min_runs, min_time, max_time = job["min_runs"], job["min_time"], job["max_time"]
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = clock()
+        while True:
+            t0 = clock()
+            run()
+            t1 = clock()
+            samples.append((t1 - t0) * 1e-9)
+            elapsed = (t1 - start) * 1e-9
+            if (len(samples) >= min_runs and elapsed >= min_time) or elapsed >= max_time:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    peak = peak_rss_mb()
+    return {"samples": samples, "session_init_s": init_s, "peak_rss_mb": peak,
+            "session_rss_mb": max(peak - rss0, 0.0), "info": info, "error": None}
+
+
+def main() -> int:
+    try:
+        job = json.loads(sys.stdin.read())
+        result = run_job(job)
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which keeps going
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        result = {"error": f"{type(e).__name__}: {first}"[:500], "traceback": traceback.format_exc()[-2000:]}
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
