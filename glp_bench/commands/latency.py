@@ -1,0 +1,143 @@
+"""glp-bench latency: latency and throughput of every depth and variant of a run with ONNX Runtime."""
+
+from __future__ import annotations
+
+
+def _ints(text: str) -> list[int]:
+    import argparse
+
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "latency", help="measure latency and throughput of every depth/variant with ONNX Runtime on a target",
+        description="Measure every exported depth and variant of a run with ONNX Runtime on a target (cpu, cuda, "
+        "embedded-arm64, your own deploy/targets/NAME.toml or a path to a .toml). Each configuration runs in an "
+        "isolated worker process, in interleaved rounds, warm-up excluded, timed until both --min-runs and "
+        "--min-time are reached; every raw sample is kept. Results: <run>/latency/<target>.json and a table "
+        "with p50/p90/p99, CV, throughput, peak memory, file size and speedups vs the full-depth fp32 model "
+        "and vs PyTorch eager.",
+    )
+    p.add_argument("--device", "--target", dest="device", default="cpu",
+                   help="target name (cpu, cuda, embedded-arm64, or NAME.toml in ./deploy/targets or "
+                   "$GLP_BENCH_TARGETS) or a path to a target .toml (default cpu)")
+    p.add_argument("--run", "--run-dir", dest="run_dir", default=None,
+                   help="run directory (default: the only one under ./runs)")
+    p.add_argument("--models", type=_names, default=None, help="only these models, e.g. depth-06,depth-03")
+    p.add_argument("--variants", type=_names, default=None, help="override the target's variants, e.g. fp32,int8")
+    p.add_argument("--threads", type=_ints, default=None, help="override the target's thread counts, e.g. 1,4")
+    p.add_argument("--batch-sizes", type=_ints, default=None, help="override the target's batch sizes, e.g. 1,8,32")
+    p.add_argument("--seq-lengths", type=_ints, default=None, help="override the target's sequence lengths, e.g. 64,128,256")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--min-runs", type=int, default=10, help="timed runs per configuration and round, at least (default 10)")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="seconds of timed runs per configuration and round, at least (default 1.0)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs per worker (default 3)")
+    p.add_argument("--max-time", type=float, default=60.0,
+                   help="a worker stops timing after this many seconds even below --min-runs (default 60)")
+    p.add_argument("--max-cv", type=float, default=0.10,
+                   help="warn when a configuration's coefficient of variation exceeds this (default 0.10)")
+    torch_group = p.add_mutually_exclusive_group()
+    torch_group.add_argument("--no-torch", dest="torch", action="store_false", default=None,
+                             help="skip the PyTorch eager reference")
+    torch_group.add_argument("--torch", dest="torch", action="store_true",
+                             help="measure the PyTorch eager reference even when the target turns it off")
+    p.add_argument("--tensorrt", action="store_true", help="cuda targets: use the TensorRT execution provider")
+    p.add_argument("--out", default=None, help="results file (default <run>/latency/<target>.json)")
+    return p
+
+
+def run(args) -> int:
+    import dataclasses
+    import os
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ..bench import results, runner
+    from ..bench.plan import find_run_dir, make_plan
+    from ..bench.targets import TargetError, resolve_target
+    from ..errors import GlpError
+    from ..manifest import RunDir
+    from ..progress import make_progress
+
+    for name in ("rounds", "min_runs", "warmup"):
+        if getattr(args, name) < (0 if name == "warmup" else 1):
+            raise GlpError(f"--{name.replace('_', '-')} must be >= {0 if name == 'warmup' else 1}")
+    if args.min_time < 0 or args.max_time <= 0 or args.max_cv <= 0:
+        raise GlpError("--min-time must be >= 0, --max-time and --max-cv > 0")
+
+    target = resolve_target(args.device)
+    if args.tensorrt:
+        if target.device != "cuda":
+            raise TargetError(f"--tensorrt needs a cuda target; {target.name} is a {target.device} target")
+        target = dataclasses.replace(target, tensorrt=True)
+    run_dir = RunDir(find_run_dir(args.run_dir)).load()
+    plan = make_plan(run_dir, target, models=args.models, variants=args.variants, threads=args.threads,
+                     batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths, torch_reference=args.torch)
+    runner.check_providers(plan.configs)  # a missing provider fails before any work
+
+    import onnxruntime as ort
+
+    emulation = target.emulation()
+    settings = {"rounds": args.rounds, "min_runs": args.min_runs, "min_time_s": args.min_time,
+                "warmup_runs": args.warmup, "max_time_s": args.max_time, "max_cv": args.max_cv,
+                "order": "interleaved rounds (glp_bench.bench.stats.interleaved_order), one worker process per "
+                         "configuration and round"}
+    host = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
+            "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    out = Path(args.out) if args.out else results.latency_path(run_dir.path, target.name)
+    console = Console(stderr=True)
+    console.print(f"latency on target [bold]{target.name}[/] ({target.provider}): {len(plan.configs)} configurations "
+                  f"x {args.rounds} rounds from {run_dir.path}")
+    for note in emulation["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    for w in plan.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+    metas = [meta for meta, _ in plan.entries]
+
+    def document(measurements, rounds_done: int, complete: bool) -> dict:
+        return results.build(run=run_dir, target=target, emulation=emulation, settings=settings, host=host,
+                             entries=list(zip(metas, measurements, strict=True)), full_depth=plan.full_depth,
+                             rounds_done=rounds_done, complete=complete, extra_warnings=plan.warnings)
+
+    def save_partial(r: int, measurements) -> None:
+        results.save(out, document(measurements, r + 1, complete=r + 1 == args.rounds))
+
+    with make_progress() as progress:
+        measurements = runner.measure(
+            plan.configs, rounds=args.rounds, min_runs=args.min_runs, min_time=args.min_time, warmup=args.warmup,
+            max_time=args.max_time, progress=progress, description=target.name, on_round=save_partial,
+        )
+    doc = document(measurements, args.rounds, complete=True)
+    results.save(out, doc)
+
+    from ..bench.render import render_table
+
+    Console().print(render_table(doc))
+    unstable = [m for m in doc["measurements"] if m["unstable"]]
+    for w in doc["warnings"]:
+        if len(unstable) <= 3 or "spread too large" not in w:
+            console.print(f"[yellow]warning:[/] {w}")
+    if len(unstable) > 3:
+        worst = max(unstable, key=lambda m: m["summary_s"]["cv"])
+        console.print(f"[yellow]warning:[/] {len(unstable)} of {len(doc['measurements'])} configurations have a spread "
+                      f"too large to trust (CV > {args.max_cv:.0%}; worst {worst['key']} at "
+                      f"{worst['summary_s']['cv']:.0%}): the machine is busy; close other programs, pin to idle "
+                      "cores, or raise --min-time/--rounds (every warning is in the results file)")
+    console.print(f"results: {out}")
+    if not any(m["summary_s"] for m in doc["measurements"]):
+        raise GlpError(f"no configuration could be measured (see the warnings above and {out})")
+    return 0
