@@ -1,0 +1,101 @@
+"""glp-bench export: every fine-tuned depth of a run to ONNX, validated against PyTorch, with variants."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    """Export options shared with ``prune-and-export`` (which has its own --data-dir / --run-dir)."""
+    from ..export import DEFAULT_OPSET
+    from ..variants import DEFAULT_VARIANTS, PRESETS, VARIANTS
+
+    p.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS),
+        help="comma-separated ONNX variants (default %(default)s): "
+        + "; ".join(f"{v.name} = {v.help}" for v in VARIANTS.values()),
+    )
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    p.add_argument(
+        "--quant-preset", default="auto", choices=["auto", *PRESETS],
+        help="int8 preset for the target CPU (default auto: detected from this CPU's flags; "
+        "set it when the deployment CPU differs from this one)",
+    )
+
+
+def export_kwargs(args) -> dict:
+    """The keyword arguments of ``glp_bench.export.export_run`` from parsed ``add_export_args`` options."""
+    return {"variants": args.variants, "opset": args.opset, "quant_preset": args.quant_preset}
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "export", help="export every fine-tuned depth of a run to ONNX, validated, with int8/fp16 variants",
+        description="Export every fine-tuned depth of a run directory to depth-NN/onnx/model.onnx with optimum "
+        "(text-classification, dynamic batch and sequence axes) and build the requested variants beside it. "
+        "Every file is run with ONNX Runtime on real dev inputs and compared with PyTorch (fp32 graphs must agree "
+        "within 1e-4), then scored on the full dev split; results go to the manifest and depth-NN/onnx/export.json. "
+        "Exits non-zero when any depth fails; the depths that passed are kept. Re-running skips what is up to date.",
+    )
+    p.add_argument("--run", "--run-dir", dest="run_dir", required=True, help="run directory (from 'glp-bench prune')")
+    p.add_argument("--data-dir", default=None,
+                   help="the task's GLUE folder (default: the one the run was pruned with)")
+    add_export_args(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true", help="re-export and rebuild everything, even what is up to date")
+    mode.add_argument("--revalidate", action="store_true",
+                      help="do not export: re-validate and re-score the ONNX files on disk (catches corrupt or edited files)")
+    return p
+
+
+def render(report, console) -> None:
+    """The per-model, per-variant table: status, logit difference, ORT vs PyTorch dev score, size."""
+    from rich.table import Table
+
+    from ..manifest import RunDir
+
+    run = RunDir(report.run_dir).load()
+    key = report.main_key
+    table = Table(title=f"ONNX export: {report.run_dir}")
+    for col, just in (("model", "left"), ("variant", "left"), ("status", "left"), ("max |Δlogit|", "right"),
+                      ("tolerance", "right"), (f"dev {key} (ORT)", "right"), (f"dev {key} (PyTorch)", "right"),
+                      ("size MB", "right"), ("build s", "right")):
+        table.add_column(col, justify=just)
+    for name, recs in report.records.items():
+        torch_score = (run.models[name].get("dev_scores") or {}).get(key)
+        for variant, r in recs.items():
+            val = r.get("validation") or {}
+            score = (r.get("dev_scores") or {}).get(key)
+            status = r.get("status", "?")
+            if variant in report.skipped.get(name, []):
+                status += " (kept)"
+            table.add_row(
+                name, variant, f"[green]{status}[/]" if status.startswith("ok") else f"[red]{status}[/]",
+                _fmt(val.get("max_abs_diff"), ".2e"), _fmt(val.get("tolerance"), "g", "-"),
+                _fmt(score, ".4f"), _fmt(torch_score, ".4f"),
+                _fmt(r["size"] / 1e6 if "size" in r else None, ".1f"),
+                _fmt((r.get("seconds") or {}).get("build"), ".1f"),
+            )
+    console.print(table)
+    for name, variant, err in report.failures:
+        console.print(f"[red]{name} {variant}[/]: {err}")
+
+
+def _fmt(x, spec: str, missing: str = "") -> str:
+    return missing if x is None else format(x, spec)
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from ..export import export_run
+    from ..progress import make_progress
+    from ._common import quiet_hf
+
+    quiet_hf()
+    with make_progress(transient=True) as progress:
+        report = export_run(args.run_dir, data_dir=args.data_dir, force=args.force, revalidate=args.revalidate,
+                            progress=progress, **export_kwargs(args))
+    render(report, Console())
+    report.raise_for_failures()
+    return 0

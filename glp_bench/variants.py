@@ -1,0 +1,182 @@
+"""Deployment variants of an exported ``model.onnx``: graph-optimized fp32, dynamic int8, fp16.
+
+* ``fp32-opt``: ONNX Runtime's transformer fusions (optimum's O2: Attention, SkipLayerNormalization,
+  BiasGelu, ...; exact GELU kept) for the CPU. Still fp32, so it must match PyTorch like ``fp32``.
+* ``int8``: dynamic quantization (weights int8 offline, activations quantized per batch) of the
+  *fused* graph, so attention becomes ``QAttention``. The preset follows the target CPU (optimum's
+  ``AutoQuantizationConfig``): ``avx512_vnni`` (u8s8, VNNI has no saturation), ``avx512`` and
+  ``avx2`` (``avx2`` uses u8u8 weights because AVX2's VPMADDUBSW can saturate u8s8 products),
+  ``arm64`` (u8s8).
+* ``fp16``: the same fusions for the GPU with weights and activations in fp16 (inputs/outputs kept
+  int64/fp32); runs on ``CUDAExecutionProvider``.
+
+Why int8 quantization of a fused graph needs pre-processing: ONNX Runtime's quantizer looks up each
+tensor's element type in the ``value_info`` that *ONNX* shape inference produces. ONNX does not know
+the ``com.microsoft`` contrib ops the fusions create (``Attention``, ``SkipLayerNormalization``), so
+their outputs get no type and quantization stops with "Unable to find data type for weight_name".
+ONNX Runtime's symbolic shape inference knows those ops; ``quant_pre_process`` (ORT's documented
+pre-quantization step) runs it, then ONNX shape inference, so every tensor is typed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ExportError
+from .onnx_eval import CPU, CUDA
+
+FP32_TOLERANCE = 1e-4  # max |logit difference| allowed between an fp32 graph and PyTorch
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    filename: str
+    provider: str  # where the artifact must run
+    tolerance: float | None  # None: lossy, judged by its dev score instead
+    help: str
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("fp32", "model.onnx", CPU, FP32_TOLERANCE, "optimum export, fp32 (always built: the others derive from it)"),
+        Variant("fp32-opt", "model.opt.onnx", CPU, FP32_TOLERANCE, "fp32 with ONNX Runtime transformer fusions (O2)"),
+        Variant("int8", "model.int8.onnx", CPU, None, "dynamic int8 quantization of the fused graph, CPU preset"),
+        Variant("fp16", "model.fp16.onnx", CUDA, None, "fp16 with GPU fusions, for CUDAExecutionProvider"),
+    )
+}
+DEFAULT_VARIANTS = ("fp32", "int8")
+PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
+def parse_variants(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Variant names in canonical order, fp32 always included (it is the source of the others)."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ExportError(f"unknown variant(s) {', '.join(map(repr, unknown))}; choose from {', '.join(VARIANTS)}")
+    wanted = {"fp32", *names}
+    return [n for n in VARIANTS if n in wanted]
+
+
+# --- int8 presets ---------------------------------------------------------------------------
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``flags`` on x86 Linux, ``Features`` on ARM Linux); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("flags", "features") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def detect_preset(machine: str | None = None, flags: set[str] | None = None) -> tuple[str, str]:
+    """(preset, reason) for this CPU. Pure when ``machine`` and ``flags`` are given."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    flags = cpu_flags() if flags is None else flags
+    if machine in ("arm64", "aarch64") or machine.startswith("armv8"):
+        return "arm64", f"machine {machine}"
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni", "CPU flag avx512_vnni"
+    if "avx512f" in flags and "avx512bw" in flags:
+        return "avx512", "CPU flags avx512f+avx512bw without VNNI"
+    if "avx2" in flags:
+        return "avx2", "CPU flag avx2"
+    # u8u8 (the avx2 preset) is correct on every x86 CPU: no saturation, only speed is at stake.
+    return "avx2", f"no AVX2/AVX-512 flag found on {machine or 'this machine'}; u8u8 is the safe choice"
+
+
+def resolve_preset(preset: str | None) -> tuple[str, str]:
+    if preset in (None, "", "auto"):
+        return detect_preset()
+    if preset not in PRESETS:
+        raise ExportError(f"unknown quantization preset {preset!r}; choose auto or one of {', '.join(PRESETS)}")
+    return preset, "chosen with --quant-preset"
+
+
+def quantization_config(preset: str, per_channel: bool = False):
+    """optimum's dynamic-quantization preset for ``preset`` (weights quantized per tensor by default:
+    per-channel weights do not speed up QAttention and cost accuracy checks on ARM)."""
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    return getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def op_counts(path: str | Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def optimize_graph(src: Path, dst: Path, model_config, for_gpu: bool = False, fp16: bool = False) -> None:
+    """ONNX Runtime transformer fusions (optimum O2) of ``src`` into ``dst``, optionally fp16."""
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    config = AutoOptimizationConfig.O2(for_gpu=for_gpu, fp16=fp16)
+    try:
+        optimizer = ORTOptimizer([Path(src)], config=model_config)
+    except NotImplementedError as e:
+        raise ExportError(str(e)) from None
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".opt-") as tmp:
+        optimizer.optimize(config, save_dir=tmp, file_suffix="")
+        os.replace(Path(tmp) / Path(src).name, dst)
+
+
+def quantize_int8(src: Path, dst: Path, model_config, preset: str, per_channel: bool = False) -> None:
+    """Dynamic int8 quantization of ``src`` (a fused graph) into ``dst`` with optimum's preset."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from optimum.onnxruntime import ORTQuantizer
+
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-") as tmp:
+        typed = Path(tmp) / "typed.onnx"
+        # Symbolic shape inference types the contrib ops' outputs (see the module docstring). The
+        # graph is already optimized, so ORT's optimization pass is skipped. auto_merge: the export's
+        # symbolic dims (batch_size, sequence_length) meet dims computed by Shape/Slice ops; without
+        # merging them the inference stops with "Incomplete symbolic shape inference".
+        quant_pre_process(str(src), str(typed), skip_optimization=True, auto_merge=True)
+        quantizer = ORTQuantizer(typed, config=model_config)
+        quantizer.quantize(quantization_config(preset, per_channel), save_dir=Path(tmp) / "out", file_suffix="")
+        os.replace(Path(tmp) / "out" / typed.name, dst)
+
+
+def build_variant(name: str, fp32_path: Path, model_config, preset: str) -> dict:
+    """Build variant ``name`` next to ``fp32_path``; returns build details for the record."""
+    variant = VARIANTS[name]
+    dst = fp32_path.parent / variant.filename
+    if name == "fp32-opt":
+        optimize_graph(fp32_path, dst, model_config)
+        return {"source": "fp32", "optimization": "O2", "fused_ops": _fused(dst)}
+    if name == "int8":
+        with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".fused-") as tmp:
+            fused = Path(tmp) / "model.onnx"
+            optimize_graph(fp32_path, fused, model_config)
+            quantize_int8(fused, dst, model_config, preset)
+        return {"source": "fp32-opt", "preset": preset, "per_channel": False, "fused_ops": _fused(dst)}
+    if name == "fp16":
+        optimize_graph(fp32_path, dst, model_config, for_gpu=True, fp16=True)
+        return {"source": "fp32", "optimization": "O2 (GPU) + fp16", "fused_ops": _fused(dst)}
+    raise ExportError(f"variant {name!r} is not built by build_variant")
+
+
+_FUSED = {"Attention", "QAttention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",
+          "BiasGelu", "FastGelu", "Gelu", "MatMulInteger", "DynamicQuantizeMatMul"}
+
+
+def _fused(path: Path) -> dict[str, int]:
+    return {k: v for k, v in op_counts(path).items() if k in _FUSED}
