@@ -94,16 +94,17 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
             path = usable(name, variant)
             if path is not None:
                 selected.append((name, variant, path))
-    ref_path = usable(ref_name, "fp32") if ref_name in exported else None
-    if ref_path is None:
-        warnings.append(f"the full-depth fp32 model ({ref_name}) is not available: speedups vs full depth are missing")
-    elif (ref_name, "fp32") not in {(n, v) for n, v, _ in selected}:
-        selected.insert(0, (ref_name, "fp32", ref_path))
     if not selected:
         raise RunDirError(
             f"{run.path} has no usable ONNX file for variants {', '.join(wanted)} (status ok and on disk); "
             f"run 'glp-bench export --run {run.path} --variants {','.join(wanted)}' or choose other --variants"
         )
+    if (ref_name, "fp32") not in {(n, v) for n, v, _ in selected}:
+        ref_path = usable(ref_name, "fp32") if ref_name in exported else None
+        if ref_path is None:
+            warnings.append(f"the full-depth fp32 model ({ref_name}) is not available: speedups vs full depth are missing")
+        else:
+            selected.insert(0, (ref_name, "fp32", ref_path))
 
     provider = target.provider
     thread_counts = threads or target.thread_counts()
