@@ -225,6 +225,13 @@ def check_providers(configs: Sequence[BenchConfig]) -> None:
                     f"{provider} is not available in this onnxruntime {ort.__version__} "
                     f"(available: {', '.join(available)}); {hint}"
                 )
+        if CUDA in ort_needed or TENSORRT in ort_needed:
+            why = probe_cuda(ort)
+            if why:
+                raise DeviceError(
+                    f"CUDAExecutionProvider is installed but cannot run ({why}); check that an NVIDIA GPU is visible "
+                    "(nvidia-smi) and that the CUDA/cuDNN versions onnxruntime-gpu needs are installed, or use --device cpu"
+                )
     if any(c.backend == TORCH and c.on_gpu for c in configs):
         import torch
 
@@ -233,6 +240,25 @@ def check_providers(configs: Sequence[BenchConfig]) -> None:
                 "the PyTorch reference needs CUDA but torch.cuda.is_available() is False "
                 f"(torch {torch.__version__}); install a CUDA build of torch, or pass --no-torch"
             )
+
+
+def probe_cuda(ort) -> str | None:
+    """None when a session on CUDAExecutionProvider really runs on the GPU, else why not. ONNX Runtime
+    falls back to the CPU silently when the GPU or its libraries are missing; a one-node model shows it."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[CUDA, CPU])
+    except Exception as e:  # noqa: BLE001 - any failure means "cannot run"
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    used = sess.get_providers()
+    return None if used and used[0] == CUDA else f"sessions fall back to {used[0] if used else 'nothing'}"
 
 
 def run_worker(config: BenchConfig, *, warmup: int, min_runs: int, min_time: float, max_time: float,
