@@ -204,14 +204,17 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
         if not opts.revalidate and variant != "fp32" and records.get("fp32", {}).get("status") != "ok":
             fail_all("not built: the fp32 export of this model failed", [variant])
             continue
-        record = {"path": _rel(run, path), "provider": spec.provider, **expected, "exported": now()}
+        if opts.revalidate:  # keep what is known about how the file was built; replace the verdict
+            record = {k: v for k, v in (old.get(variant) or {}).items() if k not in _VERDICT}
+            record.update(path=_rel(run, path), provider=spec.provider, revalidated=now())
+        else:
+            record = {"path": _rel(run, path), "provider": spec.provider, **expected, "exported": now()}
         try:
             t0 = time.perf_counter()
             if opts.revalidate:
                 if not path.is_file():
                     raise ExportError(f"{path} does not exist; run 'glp-bench export' without --revalidate to build it")
-                was = (old.get(variant) or {}).get("sha256")
-                if was and was != sha256_file(path):
+                if record.get("sha256") and record["sha256"] != sha256_file(path):
                     record["changed_since_export"] = True
             else:
                 step(f"{name} {variant}: building")
@@ -228,7 +231,8 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
             record.update(size=path.stat().st_size, sha256=sha256_file(path))
             step(f"{name} {variant}: validating and scoring")
             result = evaluate_file(path, variant, batches, reference, dev, tokenizer, task)
-            result["seconds"] = {"build": build_s, **result["seconds"]}
+            if not opts.revalidate:
+                result["seconds"] = {"build": build_s, **result["seconds"]}
             record.update(result)
             if result["validation"]["passed"]:
                 record["status"] = "ok"
@@ -245,6 +249,9 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
     _write_export_json(run, name, out_dir, opts, preset, records)
 
 
+_VERDICT = ("status", "error", "validation", "dev_scores", "seconds", "changed_since_export")
+
+
 def _rel(run: RunDir, path: Path) -> str:
     return path.relative_to(run.path).as_posix()
 
@@ -255,8 +262,10 @@ def _write_export_json(run: RunDir, name: str, out_dir: Path, opts: ExportOption
     rec = run.models[name]
     atomic_write_json(out_dir / "export.json", stamp(EXPORT_FORMAT, EXPORT_VERSION, {
         "model": name, "depth": rec.get("depth"), "kept_layers": rec.get("kept_layers"),
-        "task": run.config.get("task"), "opset": opts.opset,
-        "quantization_preset": {"name": preset[0], "reason": preset[1]},
+        "task": run.config.get("task"),
+        # this invocation's options; each variant's record says what its file was built with
+        "options": {"mode": "revalidate" if opts.revalidate else "export", "variants": opts.variants,
+                    "opset": opts.opset, "quant_preset": preset[0], "quant_preset_reason": preset[1]},
         "pytorch_dev_scores": rec.get("dev_scores"),
         "status": "ok" if all(r.get("status") == "ok" for r in records.values()) else "failed",
         "variants": records,

