@@ -40,7 +40,7 @@ RUNS_ROOT = "runs"
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def default_run_dir(task: str, slug: str) -> Path:

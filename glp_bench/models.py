@@ -89,8 +89,9 @@ def load_tokenizer(model: str):
 
     try:
         return AutoTokenizer.from_pretrained(model)
-    except OSError as e:
-        raise ModelError(f"cannot load a tokenizer for {model!r}: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # transformers fails in many ways here
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"cannot load a tokenizer for {model!r} ({first}); the folder needs tokenizer files") from None
 
 
 def load_classifier(model: str, task, seed: int | None = None):

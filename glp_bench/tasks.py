@@ -92,6 +92,16 @@ class Task:
             raise TaskError(f"{self.name}: cannot score an empty split")
         return self.metric_fn(self.predictions(logits), labels)
 
+    def loss(self, logits: np.ndarray, labels: Sequence) -> float:
+        """Mean held-out loss: cross-entropy for classification, squared error for regression."""
+        from scipy.special import softmax
+        from sklearn.metrics import log_loss, mean_squared_error
+
+        logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+        if self.is_regression:
+            return float(mean_squared_error(labels, logits.reshape(-1)))
+        return float(log_loss(labels, softmax(logits, axis=-1), labels=list(range(self.num_labels))))
+
     def main_score(self, logits: np.ndarray, labels: Sequence) -> float:
         return self.compute(logits, labels)[self.main_metric]
 

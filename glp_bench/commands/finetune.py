@@ -51,8 +51,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else default_run_dir(task.name, model_slug(model_id)) / "finetune"
     console = Console(stderr=True)
 
-    tokenizer = load_tokenizer(model_id)
     model = load_classifier(model_id, task, seed=cfg.seed)
+    tokenizer = load_tokenizer(model_id)
     if layers:
         model = drop_layers(model, layers)
     enc = {name: tokenize(split, tokenizer, task, cfg.max_length) for name, split in data.items()}

@@ -1,0 +1,179 @@
+"""glp-bench prune: greedy layer pruning (and baselines) of a pre-trained encoder on a GLUE task."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_device_arg, add_task_model_args, quiet_hf
+
+
+def add_prune_args(p: argparse.ArgumentParser) -> None:
+    add_task_model_args(p)
+    add_device_arg(p)
+    p.add_argument("--strategy", default="glp",
+                   help="comma-separated: glp (greedy search, default), top, bottom, alternate, random; "
+                   "e.g. glp,top compares them on a shared full-depth reference")
+    p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
+                   help="paper: 3 epochs per candidate on the full 85%% split; fast (default): 1 epoch on at "
+                   "most 2000 examples per candidate, paper's final fine-tuning; smoke: tiny, for tests")
+    p.add_argument("--min-depth", type=int, default=None,
+                   help="prune down to this many layers (default: half the depth, rounded up)")
+    p.add_argument("--search-epochs", type=float, default=None, help="epochs per candidate (overrides --budget)")
+    p.add_argument("--search-samples", type=int, default=None,
+                   help="examples of the 85%% split per candidate, 0 = all (overrides --budget)")
+    p.add_argument("--epochs", type=float, default=None, help="epochs of each final fine-tune (overrides --budget)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of all fine-tunes (default 2e-5)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split, heads, data order (default 42)")
+    p.add_argument("--run-dir", default=None, help="run directory (default runs/<task>-<model>)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: the existing run directory is moved aside to <dir>.bak-<time>, not deleted")
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "prune", help="greedy layer pruning + baselines, then fine-tune every depth (resumable)",
+        description="Greedy layer pruning (Peer et al., arXiv 2105.14839): at each step, every remaining layer "
+        "of the pre-trained encoder is a candidate; the candidate model is fine-tuned on a seeded 85%% of the "
+        "train split and scored (main metric) on the other 15%%; the best removal is kept (ties: the highest "
+        "layer index). Then every depth is fine-tuned on the full train split and scored on dev. Interrupted "
+        "runs resume where they stopped when started again with the same arguments.",
+    )
+    add_prune_args(p)
+    return p
+
+
+def prepare(args):
+    """Validate arguments (cheaply: no weights loaded) and open or create-to-be the run directory."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from ..errors import ModelError
+    from ..manifest import RunDir, default_run_dir, now
+    from ..models import layer_spec, model_slug, resolve_model
+    from ..prune import RESUME_KEYS, check_min_depth, make_plan
+    from ..search import parse_strategies
+    from ..surgery import original_depth
+    from ..tasks import get_task
+    from ..train import resolve_device
+
+    task = get_task(args.task)
+    strategies = parse_strategies(args.strategy)
+    model = resolve_model(args.model)
+    try:
+        mconfig = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+    layer_spec(mconfig.model_type)
+    depth = original_depth(mconfig)
+    min_depth = check_min_depth(args.min_depth, depth)
+    plan = make_plan(task.name, model, args.data_dir, strategies, args.budget, args.seed, min_depth,
+                     resolve_device(args.device), args.search_epochs, args.search_samples, args.epochs, args.lr)
+    run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
+    if run.exists() and args.fresh:
+        backup = Path(f"{run.path}.bak-{now().replace(':', '').replace('+00:00', '')}")
+        run.path.rename(backup)
+        print(f"moved the old run to {backup}")
+    if run.exists():
+        run.load()
+        run.check_compatible(plan.config(depth), RESUME_KEYS)
+    return plan, run
+
+
+def _glp_done(run) -> int:
+    return sum(len(s["candidates"]) for s in run.strategies.get("glp", {}).get("steps", []))
+
+
+def _finals_done(run) -> int:
+    return sum(1 for m in run.models.values() if m.get("dev_scores") is not None)
+
+
+def execute(plan, run, console):
+    """Run (or resume) the search and the final fine-tunes; returns the removal order per strategy."""
+    from ..progress import make_progress
+    from ..prune import Pruner, estimate_seconds, final_jobs, removal_orders
+    from ..train import TrainConfig, fine_tune
+
+    with make_progress() as progress:
+        pruner = Pruner(plan, run, progress, console)
+        n, min_depth = len(pruner.layers), plan.min_depth
+        if run.exists():  # strategies may be added to an existing run
+            run.config["strategies"] = list(dict.fromkeys(run.config["strategies"] + plan.strategies))
+            run.save()
+        else:
+            run.create(plan.config(n))
+
+        # The plan, with a time estimate from a 3-step calibration of the full model.
+        n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
+        n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
+        calib = fine_tune(pruner.model_without([]), pruner.fit, pruner.tokenizer,
+                          TrainConfig(epochs=1, max_samples=3 * plan.search.batch_size, seed=plan.seed), plan.device)
+        search_ex = min(plan.search.max_samples or len(pruner.fit), len(pruner.fit)) * plan.search.epochs
+        final_ex = min(plan.final.max_samples or len(pruner.train), len(pruner.train)) * plan.final.epochs
+        depths = range(min_depth, n + 1)
+        cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
+        est = estimate_seconds(n_search - _glp_done(run), n_final - _finals_done(run), search_ex, final_ex,
+                               calib["examples_per_s"] / cost)
+        console.print(
+            f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
+            f"{', '.join(plan.strategies)}; budget {plan.budget}; {n_search} candidate fine-tunes "
+            f"({_glp_done(run)} done), up to {n_final} final fine-tunes ({_finals_done(run)} done); "
+            f"device {plan.device}; estimated {est / 60:.0f} min; run directory {run.path}"
+        )
+        overall = progress.add_task("glp-bench prune", total=n_search + n_final)
+
+        def on_update():
+            run.save()
+            progress.update(overall, completed=_glp_done(run) + _finals_done(run))
+
+        def on_step(step, n_steps, n_cand):
+            progress.update(overall, description=f"GLP step {step + 1}/{n_steps} ({n_cand} candidates)")
+
+        on_update()
+        orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step)
+        jobs = final_jobs(run, pruner.layers, orders)
+        distinct = list(dict.fromkeys((name, tuple(kept)) for _, name, kept in jobs))
+        progress.update(overall, total=n_search + len(distinct), description="final fine-tunes")
+        for name, kept in distinct:
+            if run.models[name].get("dev_scores") is None or not run.model_path(name).is_dir():
+                run.models[name].update(pruner.final(name, list(kept)))
+            on_update()
+    return orders
+
+
+def render(run, console) -> None:
+    """Rich table: one row per depth and strategy (the full-depth reference once), all dev scores."""
+    from rich.table import Table
+
+    models = run.finished_models()
+    if not models:
+        return
+    keys = list(next(iter(models.values()))["dev_scores"])
+    full = max(m["depth"] for m in models.values())
+    table = Table(title=f"{run.config['task']}: dev scores per depth ({run.path})")
+    for col in ("depth", "strategy", "kept layers", *keys):
+        table.add_column(col, justify="right" if col not in ("strategy", "kept layers") else "left")
+    rows = {}
+    for strategy, srec in run.strategies.items():
+        for name in srec.get("models", {}).values():
+            rec = models.get(name)
+            if rec is not None:
+                label = "reference" if rec["depth"] == full else strategy
+                rows[(-rec["depth"], label)] = rec
+    for (_, label), rec in sorted(rows.items(), key=lambda kv: kv[0]):
+        table.add_row(str(rec["depth"]), label, ",".join(map(str, rec["kept_layers"])),
+                      *(f"{rec['dev_scores'][k]:.4f}" for k in keys))
+    console.print(table)
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    quiet_hf()
+    console = Console(stderr=True)
+    plan, rundir = prepare(args)
+    orders = execute(plan, rundir, console)
+    for s, o in orders.items():
+        console.print(f"{s}: removal order {o}")
+    render(rundir, Console())
+    return 0

@@ -1,0 +1,191 @@
+"""The prune stage: search (GLP / baselines) + final fine-tune of every depth, into a run directory.
+
+Budget presets (``--budget``):
+
+* ``paper``: the paper's protocol: each candidate fine-tuned 3 epochs on the whole 85% split; each final
+  model 3 epochs on the full train split.
+* ``fast`` (default): a cheaper search (1 epoch on at most ``FAST_SEARCH_SAMPLES`` examples of the 85%
+  split) with the paper's final fine-tuning.
+* ``smoke``: tiny, for tests and CI (64 examples, 1 epoch everywhere).
+
+Everything is seeded: every candidate and every final model starts from the same pre-trained weights and
+the same seeded classification head, and its fine-tune draws from ``seed`` alone, so a resumed run gives
+the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+
+from .errors import GlpError
+from .manifest import RunDir, file_record
+from .search import baseline_order, default_min_depth, greedy_search, sequential
+from .train import TrainConfig
+
+FAST_SEARCH_SAMPLES = 2000
+BUDGETS = {
+    "paper": {"search": {"epochs": 3.0, "max_samples": None}, "final": {"epochs": 3.0, "max_samples": None}},
+    "fast": {"search": {"epochs": 1.0, "max_samples": FAST_SEARCH_SAMPLES}, "final": {"epochs": 3.0, "max_samples": None}},
+    "smoke": {"search": {"epochs": 1.0, "max_samples": 64}, "final": {"epochs": 1.0, "max_samples": 64}},
+}
+# Keys of the run config that must match to resume a run (strategies may be added to a run).
+RESUME_KEYS = ("task", "model", "seed", "min_depth", "search", "final")
+
+
+@dataclass
+class PrunePlan:
+    task: str
+    model: str  # resolved hub id or folder
+    data_dir: str | None
+    strategies: list[str]
+    budget: str
+    search: TrainConfig
+    final: TrainConfig
+    seed: int
+    min_depth: int | None  # None: half the depth, rounded up
+    device: str
+
+    def config(self, original_depth: int) -> dict:
+        return {
+            "task": self.task, "model": self.model, "data_dir": self.data_dir, "strategies": self.strategies,
+            "budget": self.budget, "search": self.search.to_dict(), "final": self.final.to_dict(),
+            "seed": self.seed, "min_depth": self.min_depth, "original_depth": original_depth,
+            "max_length": self.final.max_length, "device": self.device,
+        }
+
+
+def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_depth=None, device="cpu",
+              search_epochs=None, search_samples=None, epochs=None, lr=None) -> PrunePlan:
+    if budget not in BUDGETS:
+        raise GlpError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    preset = BUDGETS[budget]
+    search = TrainConfig(seed=seed, **preset["search"])
+    final = TrainConfig(seed=seed, **preset["final"])
+    if search_epochs is not None:
+        search = replace(search, epochs=search_epochs)
+    if search_samples is not None:
+        search = replace(search, max_samples=search_samples or None)
+    if epochs is not None:
+        final = replace(final, epochs=epochs)
+    if lr is not None:
+        search, final = replace(search, lr=lr), replace(final, lr=lr)
+    return PrunePlan(task, model, data_dir, strategies, budget, search, final, seed, min_depth, device)
+
+
+def check_min_depth(min_depth: int | None, depth: int) -> int:
+    md = default_min_depth(depth) if min_depth is None else min_depth
+    if not 1 <= md <= depth:
+        raise GlpError(f"--min-depth {md} is outside 1..{depth} (the model has {depth} layers)")
+    return md
+
+
+class Pruner:
+    """Holds the data, tokenizer and pre-trained model of one run; scores candidates; trains finals."""
+
+    def __init__(self, plan: PrunePlan, run: RunDir, progress=None, console=None):
+        from .data import load_task_data, search_split
+        from .models import load_classifier, load_tokenizer
+        from .surgery import kept_layers
+        from .tasks import get_task
+        from .train import tokenize
+
+        self.plan, self.run, self.progress, self.console = plan, run, progress, console
+        self.task = get_task(plan.task)
+        data = load_task_data(self.task, plan.data_dir)
+        self.tokenizer = load_tokenizer(plan.model)
+        # One pre-trained model with one seeded head: every candidate and final model is cut from it.
+        self.base = load_classifier(plan.model, self.task, seed=plan.seed)
+        self.layers = kept_layers(self.base.config)
+        ml = plan.final.max_length
+        fit, held = search_split(data["train"], plan.seed)
+        self.fit, self.held = tokenize(fit, self.tokenizer, self.task, ml), tokenize(held, self.tokenizer, self.task, ml)
+        self.train = tokenize(data["train"], self.tokenizer, self.task, ml)
+        self.dev = {s: tokenize(data[s], self.tokenizer, self.task, ml) for s in self.task.dev_splits}
+
+    def model_without(self, removed):
+        from .surgery import drop_layers
+
+        return drop_layers(self.base, list(removed))  # a copy, with provenance even when nothing is removed
+
+    def score(self, removed: tuple[int, ...], candidate: int) -> dict:
+        """GLP's score of removing ``candidate`` after ``removed``: fine-tune on the 85% split, main metric on 15%."""
+        from .train import fine_tune, predict
+
+        model = self.model_without([*removed, candidate])
+        t0 = time.perf_counter()
+        fine_tune(model, self.fit, self.tokenizer, self.plan.search, self.plan.device, self.progress,
+                  description=f"  candidate: drop layer {candidate}")
+        logits = predict(model, self.held, self.tokenizer, self.plan.device)
+        metrics = self.task.compute(logits, self.held["labels"])
+        return {"score": metrics[self.task.main_metric], "loss": self.task.loss(logits, self.held["labels"]),
+                "metrics": metrics, "seconds": round(time.perf_counter() - t0, 2)}
+
+    def final(self, name: str, kept: list[int]) -> dict:
+        """Fine-tune the pre-trained model keeping ``kept`` on the full train split; save; score on dev."""
+        from .tasks import flatten_scores
+        from .train import evaluate, fine_tune
+
+        removed = [i for i in self.layers if i not in kept]
+        model = self.model_without(removed)
+        stats = fine_tune(model, self.train, self.tokenizer, self.plan.final, self.plan.device, self.progress,
+                          description=f"  final {name}")
+        scores = flatten_scores(self.task, evaluate(model, self.dev, self.tokenizer, self.task, self.plan.device))
+        target = self.run.model_path(name)
+        tmp = target.with_name(f".model.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return {
+            "depth": len(kept), "kept_layers": kept, "dev_scores": scores,
+            "train": {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()},
+            "path": str(target.relative_to(self.run.path)),
+            "files": {f.name: file_record(f) for f in sorted(target.iterdir()) if f.is_file()},
+        }
+
+
+def removal_orders(pruner: Pruner, strategies: list[str], min_depth: int, on_update, on_step) -> dict[str, list[int]]:
+    """Removal order per strategy (GLP searched and logged in the manifest; baselines computed)."""
+    run, n = pruner.run, len(pruner.layers)
+    orders = {}
+    for strategy in strategies:
+        rec = run.strategies.setdefault(strategy, {"order": [], "steps": []})
+        if strategy == "glp":
+            order = greedy_search(pruner.layers, min_depth, sequential(pruner.score), rec["steps"],
+                                  on_update=on_update, on_step=on_step)
+        else:
+            order = baseline_order(strategy, n, pruner.plan.seed)[: n - min_depth]
+        rec["order"] = order
+        on_update()
+        orders[strategy] = order
+    return orders
+
+
+def final_jobs(run: RunDir, layers: list[int], orders: dict[str, list[int]]) -> list[tuple[str, str, list[int]]]:
+    """(strategy, model name, kept layers) for every depth of every strategy, full depth first, each
+    distinct layer set once (it is shared by the strategies that reach it)."""
+    jobs, seen = [], {}
+    for depth_removed in range(0, max((len(o) for o in orders.values()), default=0) + 1):
+        for strategy, order in orders.items():
+            if depth_removed > len(order):
+                continue
+            kept = [i for i in layers if i not in order[:depth_removed]]
+            key = tuple(kept)
+            if key not in seen:
+                seen[key] = run.name_for(kept, len(kept), strategy)
+                run.models.setdefault(seen[key], {"depth": len(kept), "kept_layers": kept, "strategies": [],
+                                                  "dev_scores": None})
+            name = seen[key]
+            if strategy not in run.models[name]["strategies"]:
+                run.models[name]["strategies"].append(strategy)
+            run.strategies[strategy].setdefault("models", {})[str(len(kept))] = name
+            jobs.append((strategy, name, kept))
+    return jobs
+
+
+def estimate_seconds(n_search: int, n_final: int, search_examples: int, final_examples: int, ex_per_s: float) -> float:
+    return (n_search * search_examples + n_final * final_examples) / max(ex_per_s, 1e-9)

@@ -1,0 +1,79 @@
+"""The real CLI: --help, tasks, finetune end to end, and every bad input of the foundation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import assert_clean_error, run_cli, write_cola
+
+
+def test_help_lists_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("tasks", "finetune", "prune"):
+        assert cmd in proc.stdout
+
+
+def test_tasks_table():
+    proc = run_cli("tasks")
+    assert proc.returncode == 0
+    for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "matthews_correlation"):
+        assert name in proc.stdout
+
+
+def test_finetune_end_to_end(tiny_models, tmp_path):
+    cola_dir = write_cola(tmp_path / "glue" / "CoLA", n_train=256)
+    out = tmp_path / "ft"
+    proc = run_cli("finetune", "--task", "cola", "--model", str(tiny_models["bert"]), "--data-dir", str(cola_dir.parent),
+                   "--out", str(out), "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", "--drop-layers", "1,2")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["format"] == "glp-bench-finetune" and scores["version"] == 1
+    assert scores["kept_layers"] == [0, 3]
+    assert scores["dev_scores"]["matthews_correlation"] > 0.7
+    assert f"{scores['dev_scores']['matthews_correlation']:.4f}" in proc.stdout
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 2 and cfg["glp_kept_layers"] == [0, 3]
+    assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--task", "colaa"], "unknown task 'colaa'"),
+        (["--data-dir", "{tmp}/missing"], "does not exist"),
+        (["--data-dir", "{tmp}"], "no cola data in"),
+        (["--model", "{tmp}/no-model"], "does not exist"),
+        (["--model", "{tmp}"], "no config.json"),
+        (["--model", "{weightless}"], "no weights"),
+        (["--model", "{albert}"], "unsupported architecture 'albert'"),
+        (["--drop-layers", "1,1"], "duplicates"),
+        (["--drop-layers", "0,1,2,3"], "no encoder layer"),
+        (["--drop-layers", "9"], "not in the model's layers"),
+        (["--drop-layers", "x"], "comma-separated"),
+        (["--device", "cuda"], "no cuda gpu"),
+    ],
+)
+def test_bad_inputs_one_clear_line_exit_2(args, fragment, tiny_models, cola_dir, tmp_path):
+    import torch
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    (weightless / "config.json").write_text((tiny_models["bert"] / "config.json").read_text())
+    albert = tmp_path / "albert"
+    AlbertForSequenceClassification(AlbertConfig(vocab_size=80, hidden_size=16, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=32)).save_pretrained(albert)
+    (tmp_path / "empty").mkdir()
+    subst = {"{tmp}": str(tmp_path / "empty"), "{weightless}": str(weightless), "{albert}": str(albert)}
+    args = [subst.get(a, a).replace("{tmp}", str(tmp_path / "empty")) for a in args]
+    base = {"--task": "cola", "--model": str(tiny_models["bert"]), "--data-dir": str(cola_dir)}
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        base[k] = v
+    flat = [x for kv in base.items() for x in kv]
+    proc = run_cli("finetune", *flat, "--out", str(tmp_path / "out"), "--epochs", "0.1")
+    assert_clean_error(proc, fragment)
