@@ -273,6 +273,9 @@ def run_worker(config: BenchConfig, *, warmup: int, min_runs: int, min_time: flo
         env["OMP_NUM_THREADS"] = str(config.threads)
         env["MKL_NUM_THREADS"] = str(config.threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # the worker imports this very glp_bench, installed or not (e.g. a script that put the checkout on sys.path)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     try:
         proc = subprocess.run(

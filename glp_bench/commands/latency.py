@@ -127,6 +127,9 @@ def run(args) -> int:
     from ..bench.render import render_table
 
     Console().print(render_table(doc))
+    for fit in doc["depth_fit"]:
+        Console().print(f"{fit['variant']} b{fit['batch']} s{fit['seq']} t{fit['threads']}: latency ~ "
+                        f"{fit['intercept_s'] * 1e3:.2f} ms + {fit['slope_s'] * 1e3:.2f} ms x depth (r2 {fit['r2']:.3f})")
     unstable = [m for m in doc["measurements"] if m["unstable"]]
     for w in doc["warnings"]:
         if len(unstable) <= 3 or "spread too large" not in w:
