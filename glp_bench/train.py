@@ -116,6 +116,7 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     accepted = model_input_names(model)
     task_id = progress.add_task(description, total=total) if progress is not None else None
     step, examples, start = 0, 0, time.perf_counter()
+    first_step = None  # seconds of the first step (warm-up), excluded from the steady throughput
     epoch = 0
     while step < total:
         for batch in loader:
@@ -128,6 +129,8 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
             opt.zero_grad(set_to_none=True)
             step += 1
             examples += batch["input_ids"].shape[0]
+            if first_step is None:
+                first_step = (time.perf_counter() - start, examples)
             if task_id is not None:
                 progress.update(task_id, advance=1, description=f"{description} [epoch {epoch + 1}/{math.ceil(cfg.epochs)}]")
             if step >= total:
@@ -139,7 +142,9 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     if task_id is not None:
         progress.remove_task(task_id)
     model.eval()
-    return {"steps": step, "examples": examples, "seconds": seconds, "examples_per_s": examples / max(seconds, 1e-9)}
+    steady = (examples - first_step[1]) / max(seconds - first_step[0], 1e-9) if step > 1 else examples / max(seconds, 1e-9)
+    return {"steps": step, "examples": examples, "seconds": seconds, "examples_per_s": examples / max(seconds, 1e-9),
+            "steady_examples_per_s": steady}
 
 
 def predict(model, encoded, tokenizer, device: str = "cpu", batch_size: int = 64) -> np.ndarray:

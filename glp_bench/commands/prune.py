@@ -103,17 +103,19 @@ def execute(plan, run, console):
         else:
             run.create(plan.config(n))
 
-        # The plan, with a time estimate from a 3-step calibration of the full model.
+        # The plan, with a time estimate from a short calibration of the full model (6 steps of random,
+        # not length-grouped, batches; the first step is warm-up and not counted).
         n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
         n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
         calib = fine_tune(pruner.model_without([]), pruner.fit, pruner.tokenizer,
-                          TrainConfig(epochs=1, max_samples=3 * plan.search.batch_size, seed=plan.seed), plan.device)
+                          TrainConfig(epochs=1, max_samples=6 * plan.search.batch_size, seed=plan.seed,
+                                      group_by_length=False), plan.device)
         search_ex = min(plan.search.max_samples or len(pruner.fit), len(pruner.fit)) * plan.search.epochs
         final_ex = min(plan.final.max_samples or len(pruner.train), len(pruner.train)) * plan.final.epochs
         depths = range(min_depth, n + 1)
         cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
         est = estimate_seconds(n_search - _glp_done(run), n_final - _finals_done(run), search_ex, final_ex,
-                               calib["examples_per_s"] / cost)
+                               calib["steady_examples_per_s"] / cost)
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
             f"{', '.join(plan.strategies)}; budget {plan.budget}; {n_search} candidate fine-tunes "
