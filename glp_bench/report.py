@@ -264,7 +264,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
             depth=rec["depth"], kept_layers=list(rec.get("kept_layers") or []),
             strategies=list(rec.get("strategies") or []), variant=variant,
             path=rec.get("path") if torch else onnx.get("path"),
-            size_bytes=_weights_size(rd.path / rec["path"]) if torch and rec.get("path") else onnx.get("size"),
+            size_bytes=None if torch else onnx.get("size"),  # torch: the latency record's weights size
             main_key=main_key, scores=rec.get("dev_scores") if torch else onnx.get("dev_scores"),
             torch_scores=rec.get("dev_scores"), reference_scores=reference, is_full_depth=rec["depth"] == full_depth,
         )
@@ -320,6 +320,8 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
                 row.p50_s, row.p90_s, row.latency_s = s["p50"], s["p90"], s.get("balanced_median", s["p50"])
                 row.cv, row.unstable = s.get("cv"), small.get("unstable")
                 row.speedup = (small.get("speedup") or {}).get("vs_full_fp32")
+                if row.size_bytes is None:
+                    row.size_bytes = small.get("file_size")
                 if small.get("sha256") and variant != TORCH_VARIANT:
                     now_sha = ((finished[name].get("onnx") or {}).get(variant) or {}).get("sha256")
                     if now_sha and now_sha != small["sha256"]:
@@ -334,7 +336,189 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
     return rows
 
 
-def _weights_size(folder: Path) -> int | None:
-    if not folder.is_dir():
+
+# --- a whole report: sections per (run, target) ----------------------------------------------
+
+
+@dataclass
+class Section:
+    """The rows of one run on one target (or without latency), with what the report says about them."""
+
+    run: str
+    run_name: str  # the run directory's name
+    task: str
+    model_id: str
+    main_key: str
+    target: str | None
+    target_info: dict  # device, emulated, arch, cpu_model, onnxruntime, complete, rounds, max_cv
+    rows: list[Row]
+    strategies: list[str]  # strategies of the run, in the run's order
+    by_strategy: list[dict]  # per depth: {"depth", "models": {strategy: {name, kept_layers, score, delta}}}
+    recommendation: Row | None
+    notes: list[str]
+
+    @property
+    def shape(self) -> dict:
+        """The measured configuration behind the latency columns (None values without latency)."""
+        r = next((r for r in self.rows if r.batch is not None), None)
+        return {"batch": r and r.batch, "seq": r and r.seq, "threads": r and r.threads,
+                "throughput_batch": r and r.throughput_batch}
+
+
+@dataclass
+class Report:
+    sections: list[Section]
+    max_drop: float
+
+
+def _by_strategy(rd: RunDir, rows: list[Row]) -> tuple[list[str], list[dict]]:
+    strategies = list(dict.fromkeys(list(rd.config.get("strategies") or []) + list(rd.strategies)))
+    strategies = [s for s in strategies if rd.strategies.get(s, {}).get("models")]
+    if len(strategies) < 2:
+        return strategies, []
+    first = {}
+    for r in rows:
+        first.setdefault(r.name, r)
+    depths = sorted({int(d) for s in strategies for d in rd.strategies[s]["models"]}, reverse=True)
+    table = []
+    for depth in depths:
+        entry = {"depth": depth, "models": {}}
+        for s in strategies:
+            name = rd.strategies[s]["models"].get(str(depth))
+            r = first.get(name)
+            if name is None:
+                continue
+            torch = r and r.torch_scores and r.torch_scores.get(r.main_key)
+            ref = r and (r.reference_scores or {}).get(r.main_key)
+            entry["models"][s] = {
+                "name": name, "kept_layers": r.kept_layers if r else rd.models.get(name, {}).get("kept_layers"),
+                "score": torch, "delta_points": None if torch is None or ref is None else (torch - ref) * 100.0,
+            }
+        table.append(entry)
+    return strategies, table
+
+
+def _target_info(doc: dict) -> dict:
+    t, env, host = doc.get("target") or {}, doc.get("environment") or {}, doc.get("host") or {}
+    return {"name": t.get("name"), "device": t.get("device"), "description": t.get("description"),
+            "emulated": bool(t.get("emulated")), "arch": t.get("arch"), "cpu_model": env.get("cpu_model"),
+            "cuda_device": env.get("cuda_device"), "onnxruntime": host.get("onnxruntime"),
+            "complete": doc.get("complete", True), "rounds_done": doc.get("rounds_done"),
+            "rounds": (doc.get("settings") or {}).get("rounds"), "max_cv": (doc.get("settings") or {}).get("max_cv"),
+            "notes": list(t.get("notes") or [])}
+
+
+_METRIC_LABELS = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",
+                  "spearmanr": "Spearman"}
+_SPLIT_LABELS = {"validation_matched": "m", "validation_mismatched": "mm"}
+
+
+def metric_label(key: str) -> str:
+    """Short name of a score key: ``matthews_correlation`` -> ``MCC``, ``validation_matched/accuracy`` -> ``m acc``."""
+    split, _, metric = key.rpartition("/")
+    label = _METRIC_LABELS.get(metric, metric)
+    return f"{_SPLIT_LABELS.get(split, split)} {label}" if split else label
+
+
+def points(x: float) -> str:
+    """``1 point``, ``0.5 points``: a --max-drop for humans."""
+    return f"{x:g} point" + ("" if x == 1 else "s")
+
+
+def recommendation_text(section: Section, max_drop: float) -> str:
+    """One line: the recommended artifact of a section, or why there is none."""
+    metric = metric_label(section.main_key)
+    where = f"{section.run_name}" + (f" on {section.target}" if section.target else "")
+    r = section.recommendation
+    if r is not None:
+        speed = f", {r.speedup:.2f}x faster than full-depth fp32" if r.speedup is not None else ""
+        return (f"recommended ({where}, within {points(max_drop)} of the full model's {metric}): {r.name} {r.variant}, "
+                f"{r.depth} layers [{','.join(map(str, r.kept_layers))}] ({'+'.join(r.strategies) or '-'}), "
+                f"{metric} {r.score * 100:.2f} ({r.delta():+.2f}){speed}, p50 {r.p50_s * 1e3:.2f} ms at batch "
+                f"{r.batch}: {r.path}")
+    if section.target is None or not any(x.latency_s is not None for x in section.rows):
+        return (f"no recommendation for {where}: no latency results; run "
+                f"'glp-bench latency --run {section.run} --device {section.target or 'cpu'}'")
+    if not any(x.delta() is not None for x in section.rows):
+        return f"no recommendation for {where}: the full-depth model has no dev score to compare with"
+    return f"no recommendation for {where}: no artifact is within {points(max_drop)} of the full model's {metric}"
+
+
+def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | None = None, *,
+                 threads: int | None = None, seq: int | None = None,
+                 max_drop: float = DEFAULT_MAX_DROP) -> Report:
+    """Sections of every (run, target): rows, strategy comparison, notes and recommendation.
+
+    Raises RunDirError for anything ``collect_rows`` refuses, and for ``max_drop < 0``.
+    """
+    from .bench import results
+
+    if max_drop < 0:
+        raise RunDirError(f"--max-drop must be >= 0 (GLUE points of the main metric), got {max_drop:g}")
+    sections = []
+    for run in runs:
+        rd = RunDir(run).load()
+        rows = collect_rows(rd, targets, threads=threads, seq=seq)
+        strategies, by_strategy = _by_strategy(rd, rows)
+        groups: dict[str | None, list[Row]] = {}
+        for r in rows:
+            groups.setdefault(r.target, []).append(r)
+        for target, trows in groups.items():
+            notes: list[str] = []
+            info = {}
+            if target is None:
+                notes.append(f"no latency results in {rd.path}: scores only; measure with "
+                             f"'glp-bench latency --run {rd.path} --device cpu'")
+            else:
+                info = _target_info(results.load(results.latency_path(rd.path, target)))
+                if not info["complete"]:
+                    notes.append(f"latency on {target} is INCOMPLETE ({info['rounds_done']} of {info['rounds']} "
+                                 f"rounds); re-run 'glp-bench latency --run {rd.path} --device {target}'")
+                if info["emulated"]:
+                    notes.append(f"{target} is emulated on this host ({info.get('arch') or 'another arch'}): "
+                                 "run the same command on the device for real numbers")
+                missing = [r.name + "/" + r.variant for r in trows if r.latency_s is None]
+                if missing:
+                    notes.append(f"not measured on {target}: {', '.join(missing)}")
+                if any(r.unstable for r in trows):
+                    notes.append(f"! = spread too large to trust (CV above {info['max_cv']:.0%}); "
+                                 "re-measure on an idle machine")
+            notes.extend(n for r in trows for n in r.notes if "not measured" not in n)
+            if any(r.reference_scores is None for r in trows):
+                notes.append("the full-depth model has no dev score: score changes are unknown")
+            sections.append(Section(
+                run=str(rd.path), run_name=rd.path.name, task=trows[0].task, model_id=trows[0].model_id,
+                main_key=trows[0].main_key, target=target, target_info=info, rows=trows, strategies=strategies,
+                by_strategy=by_strategy, recommendation=recommend(trows, max_drop), notes=notes,
+            ))
+    return Report(sections=sections, max_drop=max_drop)
+
+
+def write_run_report(run_dir: str | os.PathLike, max_drop: float = DEFAULT_MAX_DROP) -> Path:
+    """Render ``<run>/report.md`` (every target with latency results) and return its path. Raises
+    GlpError subclasses only for problems with the run's files (callers treat them as a warning)."""
+    from .jsonio import atomic_write_text
+    from .report_render import to_markdown
+
+    report = build_report([run_dir], max_drop=max_drop)
+    out = Path(run_dir) / "report.md"
+    atomic_write_text(out, to_markdown(report))
+    return out
+
+
+def write_run_report_or_warn(run_dir: str | os.PathLike, console) -> Path | None:
+    """``write_run_report`` for the end of ``prune-and-export`` and ``latency``: prints where the report
+    went, or one warning line; never raises (the report is a by-product of those commands)."""
+    from .errors import GlpError
+
+    try:
+        out = write_run_report(run_dir)
+    except GlpError as e:
+        console.print(f"warning: report.md not written: {e}", markup=False, highlight=False)
         return None
-    return sum(f.stat().st_size for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")) or None
+    except Exception as e:  # noqa: BLE001 - a report bug must not fail a finished prune/export/latency
+        console.print(f"warning: report.md not written ({type(e).__name__}: {e}); try 'glp-bench report --run {run_dir}'",
+                      markup=False, highlight=False)
+        return None
+    console.print(f"report: {out}", markup=False, highlight=False)
+    return out

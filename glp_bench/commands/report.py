@@ -1,0 +1,88 @@
+"""glp-bench report: dev score against speedup for every depth, variant and target of one or more runs."""
+
+from __future__ import annotations
+
+FORMATS = ("table", "markdown", "json", "csv")
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_parser(sub):
+    from ..report import DEFAULT_MAX_DROP
+
+    p = sub.add_parser(
+        "report", help="score vs speedup per depth/variant/target, Pareto frontier, recommendation, plot",
+        description="Tabulate every pruned depth and ONNX variant of a run: kept layers, strategy, dev scores "
+        "(PyTorch, and each ONNX variant through ONNX Runtime), the change against the full model, latency "
+        "p50/p90 at batch 1, throughput at the largest batch, speedup against full depth, file size and the "
+        "Pareto frontier of score against latency; one table per run and latency target, strategies side by "
+        "side per depth, and the fastest artifact within --max-drop points of the full model.",
+    )
+    p.add_argument("--run", "--run-dir", dest="runs", action="append", default=None, metavar="DIR",
+                   help="run directory; repeat to combine runs (default: the only one under ./runs)")
+    p.add_argument("--target", "--device", dest="targets", action="append", default=None, metavar="NAME",
+                   help="latency target (latency/NAME.json); repeatable (default: every target measured)")
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+                   help="recommend the fastest artifact whose main dev score is at most this many GLUE points "
+                   "(metric x 100) below the full model (default %(default)s)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="also draw score against speedup per strategy and variant, Pareto frontier included")
+    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="latency columns from this thread count (default: the most threads measured)")
+    p.add_argument("--seq", type=_positive_int, default=None,
+                   help="latency columns at this sequence length (default: the run's max length if measured)")
+    return p
+
+
+def run(args) -> int:
+    import io
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from ..bench.plan import find_run_dir
+    from ..errors import GlpError
+    from ..jsonio import atomic_write_text
+    from ..report import build_report
+    from ..report_render import render_rich, to_csv, to_json, to_markdown
+
+    runs = args.runs or [find_run_dir(None)]
+    if len(set(runs)) != len(runs):
+        raise GlpError(f"--run given twice for the same directory ({', '.join(runs)})")
+    report = build_report(runs, args.targets, threads=args.threads, seq=args.seq, max_drop=args.max_drop)
+
+    if args.format == "table":
+        if args.output:
+            console = Console(record=True, width=200, no_color=True, file=io.StringIO())
+            render_rich(report, console)
+            atomic_write_text(args.output, console.export_text())
+        else:
+            render_rich(report, Console())
+    else:
+        text = {"markdown": to_markdown, "csv": to_csv,
+                "json": lambda r: json.dumps(to_json(r), indent=2) + "\n"}[args.format](report)
+        if args.output:
+            atomic_write_text(args.output, text)
+        else:
+            sys.stdout.write(text)
+    err = Console(stderr=True)
+    if args.output:
+        err.print(f"report: {args.output}")
+    if args.plot:
+        from ..plot import plot_report
+
+        err.print(f"plot: {plot_report(report, args.plot)}")
+    return 0
