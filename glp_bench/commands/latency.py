@@ -141,6 +141,9 @@ def run(args) -> int:
                       f"{worst['summary_s']['cv']:.0%}): the machine is busy; close other programs, pin to idle "
                       "cores, or raise --min-time/--rounds (every warning is in the results file)")
     console.print(f"results: {out}")
+    from ..report import write_run_report_or_warn
+
+    write_run_report_or_warn(run_dir.path, console)
     if not any(m["summary_s"] for m in doc["measurements"]):
         raise GlpError(f"no configuration could be measured (see the warnings above and {out})")
     return 0

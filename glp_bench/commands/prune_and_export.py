@@ -45,5 +45,8 @@ def run(args) -> int:
     export_cmd.render(report, Console())
     t2 = time.perf_counter()
     err.print(f"prune {(t1 - t0) / 60:.1f} min, export {(t2 - t1) / 60:.1f} min, total {(t2 - t0) / 60:.1f} min -> {rundir.path}")
+    from ..report import write_run_report_or_warn
+
+    write_run_report_or_warn(rundir.path, err)
     report.raise_for_failures()
     return 0
