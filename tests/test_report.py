@@ -315,7 +315,7 @@ def test_cli_default_run_and_several_runs(tmp_path):
     shutil.copytree(GOLDEN / RUN, runs / "one")
     proc = run_cli("report", "--format", "markdown", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "## one: cola on target cpu" in proc.stdout
+    assert "## one: cola on cpu" in proc.stdout
     shutil.copytree(GOLDEN / RUN, runs / "two")
     assert_clean_error(run_cli("report", cwd=tmp_path), "several run directories under runs/ (one, two)")
     proc = run_cli("report", "--run", "runs/one", "--run", "runs/two", "--format", "json", cwd=tmp_path)
