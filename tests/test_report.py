@@ -364,3 +364,27 @@ def test_cli_bad_input(tmp_path):
     lat["run"]["task"] = "sst2"
     (other / "latency" / "cpu.json").write_text(json.dumps(lat))
     assert_clean_error(run_cli("report", "--run", str(other), cwd=tmp_path), "latency of a sst2 run")
+
+
+def test_prune_and_export_then_latency_write_report_md(cola_dir, tmp_path):
+    """End to end on a tiny model: both commands leave an up-to-date <run>/report.md."""
+    from .conftest import build_tiny_model
+
+    model = build_tiny_model("bert", tmp_path / "m", layers=3)
+    run = tmp_path / "run"
+    proc = run_cli("prune-and-export", "--task", "cola", "--model", str(model), "--data-dir", str(cola_dir),
+                   "--budget", "smoke", "--strategy", "glp", "--run-dir", str(run), "--device", "cpu",
+                   "--variants", "fp32")
+    assert proc.returncode == 0, proc.stderr
+    assert f"report: {run / 'report.md'}" in proc.stderr
+    md = (run / "report.md").read_text()
+    assert "no latency results" in md and f"glp-bench latency --run {run} --device cpu" in md
+    proc = run_cli("latency", "--run", str(run), "--variants", "fp32", "--threads", "1", "--batch-sizes", "1,2",
+                   "--seq-lengths", "16", "--rounds", "1", "--min-runs", "3", "--min-time", "0", "--warmup", "1",
+                   "--no-torch")
+    assert proc.returncode == 0, proc.stderr
+    md = (run / "report.md").read_text()
+    assert "no latency results" not in md and "| 1.00x |" in md and "seq/s b2" in md
+    proc = run_cli("report", "--run", str(run), "--format", "json")
+    rec = json.loads(proc.stdout)["recommendations"][0]["artifact"]
+    assert rec is not None and rec["latency_s"] > 0 and rec["variant"] == "fp32"
