@@ -98,7 +98,8 @@ def _panel(ax, section: Section, max_drop: float) -> None:
     ax.set_xlabel(f"speedup vs full-depth fp32 ONNX (×, higher is faster; batch {shape['batch']}, "
                   f"seq {shape['seq']}, {threads})")
     ax.set_ylabel(f"dev {metric} (GLUE points = {metric} x 100)")
-    ax.set_title(f"{section.run_name}: {section.task} on {section.target}", fontsize=11)
+    emulated = " (emulated on this host)" if section.target_info.get("emulated") else ""
+    ax.set_title(f"{section.run_name}: {section.task} on {section.target}{emulated}", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.12)
-    ax.legend(fontsize=7, loc="lower left", ncol=2, framealpha=0.85)
+    ax.legend(fontsize=7, loc="best", ncol=2, framealpha=0.85)
