@@ -302,14 +302,14 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
         table, shape = _latency_rows(doc, threads, seq, rd.config.get("max_length"), str(path))
         measured_variants = {v for _, v in table}
         keys: list[tuple[str, str]] = []
-        for name in names:
-            vs = [v for v in exported(name) if v in measured_variants or not measured_variants]
-            if (name, TORCH_VARIANT) in table or not exported(name):
-                vs.insert(0, TORCH_VARIANT)
-            keys.extend((name, v) for v in vs)
-        keys.extend(k for k in sorted(table, key=lambda k: (k[0], _variant_rank(k[1]))) if k not in keys
-                    and k[0] in finished)
-        keys.sort(key=lambda k: names.index(k[0]) * 100 + _variant_rank(k[1]))
+        for name in names:  # exported artifacts of the variants this target measures (all of them if none)
+            variants = [v for v in exported(name) if not measured_variants or v in measured_variants]
+            if (name, TORCH_VARIANT) in table or not variants:
+                variants.insert(0, TORCH_VARIANT)
+            keys += [(name, v) for v in variants]
+        # measured, but the manifest no longer has the export as ok (re-exported since): still shown
+        keys += [k for k in table if k not in keys and k[0] in finished]
+        keys.sort(key=lambda k: (names.index(k[0]), _variant_rank(k[1])))
         for name, variant in keys:
             row = base(name, variant, target)
             small, big = table.get((name, variant), (None, None))
@@ -334,7 +334,6 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
             rows.append(row)
     mark_pareto(rows)
     return rows
-
 
 
 # --- a whole report: sections per (run, target) ----------------------------------------------
