@@ -388,3 +388,18 @@ def test_prune_and_export_then_latency_write_report_md(cola_dir, tmp_path):
     proc = run_cli("report", "--run", str(run), "--format", "json")
     rec = json.loads(proc.stdout)["recommendations"][0]["artifact"]
     assert rec is not None and rec["latency_s"] > 0 and rec["variant"] == "fp32"
+
+
+def test_changed_exports_and_failed_exports_are_flagged(tmp_path, monkeypatch):
+    shutil.copytree(GOLDEN / RUN, tmp_path / RUN)
+    path = tmp_path / RUN / "manifest.json"
+    m = json.loads(path.read_text())
+    m["models"]["depth-02"]["onnx"]["int8"]["sha256"] = "0" * 64  # re-exported after the latency run
+    m["models"]["depth-03"]["onnx"]["int8"]["status"] = "failed"  # re-export failed since
+    path.write_text(json.dumps(m))
+    monkeypatch.chdir(tmp_path)
+    report = build_report([RUN])
+    notes = report.sections[0].notes
+    assert any(n.startswith("depth-02/int8 @ cpu: measured on an earlier export") for n in notes), notes
+    row = next(r for r in report.sections[0].rows if (r.name, r.variant) == ("depth-03", "int8"))
+    assert row.latency_s is not None  # what was measured is still shown
