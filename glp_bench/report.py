@@ -67,12 +67,13 @@ class Row:
     sequences_per_s: float | None = None  # at throughput_batch
     speedup: float | None = None  # vs the full-depth fp32 ONNX model, same batch/seq/threads
     pareto: bool | None = None  # None: not ranked (no latency, or the PyTorch model)
+    export_status: str | None = "ok"  # the manifest's status of the ONNX file (None for the PyTorch model)
     notes: list[str] = field(default_factory=list)
 
     @property
     def deployable(self) -> bool:
-        """An ONNX file (the PyTorch model is shown as a reference but never recommended)."""
-        return self.variant != TORCH_VARIANT
+        """An ONNX file whose export is ok (the PyTorch model is shown as a reference, never recommended)."""
+        return self.variant != TORCH_VARIANT and self.export_status == "ok"
 
     def score_of(self, key: str | None = None) -> float | None:
         return (self.scores or {}).get(key or self.main_key)
@@ -267,6 +268,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
             size_bytes=None if torch else onnx.get("size"),  # torch: the latency record's weights size
             main_key=main_key, scores=rec.get("dev_scores") if torch else onnx.get("dev_scores"),
             torch_scores=rec.get("dev_scores"), reference_scores=reference, is_full_depth=rec["depth"] == full_depth,
+            export_status=None if torch else onnx.get("status"),
         )
 
     def exported(name: str) -> list[str]:
@@ -329,6 +331,9 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
                                          f"re-run 'glp-bench latency --run {rd.path} --device {target}'")
             elif shape is not None:
                 row.notes.append(f"{row.label}: not measured on {target}")
+            if variant != TORCH_VARIANT and row.export_status != "ok":
+                row.notes.append(f"{row.label}: its export is now {row.export_status or 'missing'} in the manifest; "
+                                 f"not ranked (re-run 'glp-bench export --run {rd.path}')")
             if big is not None and big.get("throughput"):
                 row.sequences_per_s = big["throughput"]["sequences_per_s"]
             rows.append(row)

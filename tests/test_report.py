@@ -402,4 +402,5 @@ def test_changed_exports_and_failed_exports_are_flagged(tmp_path, monkeypatch):
     notes = report.sections[0].notes
     assert any(n.startswith("depth-02/int8 @ cpu: measured on an earlier export") for n in notes), notes
     row = next(r for r in report.sections[0].rows if (r.name, r.variant) == ("depth-03", "int8"))
-    assert row.latency_s is not None  # what was measured is still shown
+    assert row.latency_s is not None and not row.deployable and row.pareto is None  # shown, never ranked
+    assert any("depth-03/int8 @ cpu: its export is now failed" in n for n in notes), notes
