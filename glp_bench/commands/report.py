@@ -32,16 +32,16 @@ def add_parser(sub):
                    help="run directory; repeat to combine runs (default: the only one under ./runs)")
     p.add_argument("--target", "--device", dest="targets", action="append", default=None, metavar="NAME",
                    help="latency target (latency/NAME.json); repeatable (default: every target measured)")
-    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="POINTS",
                    help="recommend the fastest artifact whose main dev score is at most this many GLUE points "
                    "(metric x 100) below the full model (default %(default)s)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="also draw score against speedup per strategy and variant, Pareto frontier included")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the report to FILE instead of stdout")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="latency columns from this thread count (default: the most threads measured)")
-    p.add_argument("--seq", type=_positive_int, default=None,
+    p.add_argument("--seq", type=_positive_int, default=None, metavar="N",
                    help="latency columns at this sequence length (default: the run's max length if measured)")
     return p
 
