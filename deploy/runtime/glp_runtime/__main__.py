@@ -1,0 +1,115 @@
+"""``python -m glp_runtime`` / ``glp-runtime``: verify a bundle, classify stdin, or serve over HTTP.
+
+    glp-runtime verify BUNDLE                       check every file's sha256; print what the bundle is
+    glp-runtime predict BUNDLE < texts.txt          one JSON result per input line (see predict.py)
+    glp-runtime serve BUNDLE --port 8000            HTTP server with batching (see server.py)
+
+Exit status: 0 ok; 1 some input lines could not be classified; 2 unusable bundle or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .bundle import BundleError
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .predict import DEFAULT_CHUNK, FORMATS
+    from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_INPUTS, DEFAULT_MAX_WAIT_MS
+
+    p = argparse.ArgumentParser(prog="glp-runtime", description=(
+        "Classify text with a bundle written by 'glp-bench deploy' (onnxruntime + tokenizers + numpy only)."))
+    p.add_argument("--version", action="version", version=f"glp-runtime {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(sp):
+        sp.add_argument("bundle", help="the bundle folder written by 'glp-bench deploy --out'")
+        sp.add_argument("--provider", default=None,
+                        help="cpu, cuda or tensorrt (or an ONNX Runtime provider name); default: the bundle's target's")
+        sp.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (0 = ONNX Runtime's default); default: the bundle's target's")
+        sp.add_argument("--batch-size", type=_positive, default=None,
+                        help="inputs per model call, sorted by length (default: the bundle's, 64)")
+
+    v = sub.add_parser("verify", help="check the bundle's files against their sha256 and print its summary")
+    v.add_argument("bundle")
+    pr = sub.add_parser("predict", help="classify stdin (text lines or JSON lines) into JSON lines on stdout")
+    common(pr)
+    pr.add_argument("--format", choices=FORMATS, default="auto",
+                    help="text (one example per line; pairs tab-separated), jsonl, or auto: lines starting "
+                         "with { or [ are JSON (default)")
+    pr.add_argument("--chunk", type=_positive, default=DEFAULT_CHUNK,
+                    help=f"lines read and classified at a time (default {DEFAULT_CHUNK})")
+    pr.add_argument("--logits", action="store_true", help="add the raw logits to every result")
+    sv = sub.add_parser("serve", help="HTTP server: GET /health, GET /info, POST /predict")
+    common(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    sv.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
+                    help=f"most inputs the batcher joins into one model call (default {DEFAULT_MAX_BATCH})")
+    sv.add_argument("--max-wait-ms", type=_non_negative_float, default=DEFAULT_MAX_WAIT_MS,
+                    help=f"how long the batcher waits for more requests (default {DEFAULT_MAX_WAIT_MS:g} ms)")
+    sv.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY,
+                    help=f"largest request body accepted (default {DEFAULT_MAX_BODY}); larger: HTTP 413")
+    sv.add_argument("--max-inputs", type=_positive, default=DEFAULT_MAX_INPUTS,
+                    help=f"most inputs in one request (default {DEFAULT_MAX_INPUTS}); more: HTTP 413")
+    sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    return p
+
+
+def verify(args) -> int:
+    from .bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    print(json.dumps({"ok": True, "files": bundle.manifest["files"], **bundle.summary()}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "verify":
+            return verify(args)
+        if args.command == "predict":
+            from .predict import main as run
+        else:
+            from .server import main as run
+        return run(args)
+    except BundleError as e:
+        print(f"glp-runtime: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("glp-runtime: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `... | head`: the reader left, nothing to report
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
