@@ -39,6 +39,11 @@ class ExportError(GlpError):
     """ONNX export or validation failed."""
 
 
+class ExecutorError(GlpError):
+    """The chosen executor cannot run the work: Ray missing or unreachable, no matching resources, a
+    task that keeps failing."""
+
+
 class Regression(GlpError):
     """The gate found a regression. Exit status 1 (2 is 'could not decide')."""
 

@@ -15,12 +15,15 @@ the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .errors import GlpError
+from .executors import ExecutorSpec
 from .manifest import RunDir, file_record
 from .search import baseline_order, default_min_depth, greedy_search, sequential
 from .train import TrainConfig
@@ -46,7 +49,8 @@ class PrunePlan:
     final: TrainConfig
     seed: int
     min_depth: int | None  # None: half the depth, rounded up
-    device: str
+    device: str  # resolved ("cpu", "cuda"); with Ray the executor resolves it against the cluster
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # how, not what: not part of the run's config
 
     def config(self, original_depth: int) -> dict:
         return {
@@ -82,8 +86,76 @@ def check_min_depth(min_depth: int | None, depth: int) -> int:
     return md
 
 
+@dataclass
+class Workload:
+    """Everything a candidate or final fine-tune needs and nothing of the run directory: the pre-trained
+    model with its seeded head, the tokenizer, the tokenized splits and the training configs. Picklable:
+    the Ray executor puts it in the object store once, and every task cuts its model from it with
+    ``glp_bench.surgery.drop_layers``; the local executor calls the same methods in-process."""
+
+    task_name: str
+    base: Any  # pre-trained model with the seeded head; never modified (drop_layers copies)
+    tokenizer: Any
+    fit: Any  # tokenized 85% split (search fine-tunes)
+    held: Any  # tokenized 15% split (search scores)
+    train: Any  # tokenized full train split (final fine-tunes)
+    dev: dict  # {split: tokenized dev split}
+    search_config: TrainConfig
+    final_config: TrainConfig
+    device: str
+
+    def model_without(self, removed):
+        from .surgery import drop_layers
+
+        return drop_layers(self.base, list(removed))  # a copy, with provenance even when nothing is removed
+
+    def score(self, removed: tuple[int, ...], candidate: int, progress=None) -> dict:
+        """GLP's score of removing ``candidate`` after ``removed``: fine-tune on the 85% split, main metric on 15%."""
+        from .tasks import get_task
+        from .train import fine_tune, predict
+
+        task = get_task(self.task_name)
+        model = self.model_without([*removed, candidate])
+        t0 = time.perf_counter()
+        fine_tune(model, self.fit, self.tokenizer, self.search_config, self.device, progress,
+                  description=f"  candidate: drop layer {candidate}")
+        logits = predict(model, self.held, self.tokenizer, self.device)
+        metrics = task.compute(logits, self.held["labels"])
+        return {"score": metrics[task.main_metric], "loss": task.loss(logits, self.held["labels"]),
+                "metrics": metrics, "seconds": round(time.perf_counter() - t0, 2)}
+
+    def final(self, removed: list[int], out_dir, progress=None, description: str = "  final") -> dict:
+        """Fine-tune the pre-trained model without ``removed`` on the full train split, score it on dev and
+        save it (weights, config, tokenizer) into ``out_dir``; returns its manifest record minus the files."""
+        from .tasks import flatten_scores, get_task
+        from .train import evaluate, fine_tune
+
+        task = get_task(self.task_name)
+        model = self.model_without(removed)
+        stats = fine_tune(model, self.train, self.tokenizer, self.final_config, self.device, progress,
+                          description=description)
+        scores = flatten_scores(task, evaluate(model, self.dev, self.tokenizer, task, self.device))
+        model.save_pretrained(out_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir)
+        kept = list(model.config.glp_kept_layers)
+        return {
+            "depth": len(kept), "kept_layers": kept, "dev_scores": scores,
+            "train": {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()},
+        }
+
+    def calibrate(self) -> float:
+        """Steady training throughput (examples/s) of the full model: 6 steps of random, not length-grouped,
+        batches; the first step is warm-up and not counted. Feeds the time estimate."""
+        from .train import fine_tune
+
+        cfg = TrainConfig(epochs=1, max_samples=6 * self.search_config.batch_size, seed=self.search_config.seed,
+                          group_by_length=False)
+        return fine_tune(self.model_without([]), self.fit, self.tokenizer, cfg, self.device)["steady_examples_per_s"]
+
+
 class Pruner:
-    """Holds the data, tokenizer and pre-trained model of one run; scores candidates; trains finals."""
+    """Holds the data, tokenizer and pre-trained model of one run (its ``work``); scores candidates; trains
+    finals; is the only writer of the run directory (executors hand it their results)."""
 
     def __init__(self, plan: PrunePlan, run: RunDir, progress=None, console=None):
         from .data import load_task_data, search_split
@@ -104,58 +176,50 @@ class Pruner:
         self.fit, self.held = tokenize(fit, self.tokenizer, self.task, ml), tokenize(held, self.tokenizer, self.task, ml)
         self.train = tokenize(data["train"], self.tokenizer, self.task, ml)
         self.dev = {s: tokenize(data[s], self.tokenizer, self.task, ml) for s in self.task.dev_splits}
+        self.work = Workload(self.task.name, self.base, self.tokenizer, self.fit, self.held, self.train, self.dev,
+                             plan.search, plan.final, plan.device)
 
     def model_without(self, removed):
-        from .surgery import drop_layers
-
-        return drop_layers(self.base, list(removed))  # a copy, with provenance even when nothing is removed
+        return self.work.model_without(removed)
 
     def score(self, removed: tuple[int, ...], candidate: int) -> dict:
-        """GLP's score of removing ``candidate`` after ``removed``: fine-tune on the 85% split, main metric on 15%."""
-        from .train import fine_tune, predict
+        """GLP's score of removing ``candidate`` after ``removed`` (``Workload.score``), in this process."""
+        return self.work.score(removed, candidate, self.progress)
 
-        model = self.model_without([*removed, candidate])
-        t0 = time.perf_counter()
-        fine_tune(model, self.fit, self.tokenizer, self.plan.search, self.plan.device, self.progress,
-                  description=f"  candidate: drop layer {candidate}")
-        logits = predict(model, self.held, self.tokenizer, self.plan.device)
-        metrics = self.task.compute(logits, self.held["labels"])
-        return {"score": metrics[self.task.main_metric], "loss": self.task.loss(logits, self.held["labels"]),
-                "metrics": metrics, "seconds": round(time.perf_counter() - t0, 2)}
-
-    def final(self, name: str, kept: list[int]) -> dict:
-        """Fine-tune the pre-trained model keeping ``kept`` on the full train split; save; score on dev."""
-        from .tasks import flatten_scores
-        from .train import evaluate, fine_tune
-
-        removed = [i for i in self.layers if i not in kept]
-        model = self.model_without(removed)
-        stats = fine_tune(model, self.train, self.tokenizer, self.plan.final, self.plan.device, self.progress,
-                          description=f"  final {name}")
-        scores = flatten_scores(self.task, evaluate(model, self.dev, self.tokenizer, self.task, self.plan.device))
+    def staging_dir(self, name: str):
+        """An empty folder inside the run directory to write model ``name`` into before ``install``."""
         target = self.run.model_path(name)
         tmp = target.with_name(f".model.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def install(self, name: str, record: dict, staged) -> dict:
+        """Move a finished model from its staging folder to ``<run>/<name>/model``; its manifest record."""
+        target = self.run.model_path(name)
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-        return {
-            "depth": len(kept), "kept_layers": kept, "dev_scores": scores,
-            "train": {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()},
-            "path": str(target.relative_to(self.run.path)),
-            "files": {f.name: file_record(f) for f in sorted(target.iterdir()) if f.is_file()},
-        }
+        os.replace(staged, target)
+        return {**record, "path": str(target.relative_to(self.run.path)),
+                "files": {f.name: file_record(f) for f in sorted(target.iterdir()) if f.is_file()}}
+
+    def final(self, name: str, kept: list[int]) -> dict:
+        """Fine-tune the pre-trained model keeping ``kept`` on the full train split; save; score on dev."""
+        removed = [i for i in self.layers if i not in kept]
+        staged = self.staging_dir(name)
+        record = self.work.final(removed, staged, self.progress, description=f"  final {name}")
+        return self.install(name, record, staged)
 
 
-def removal_orders(pruner: Pruner, strategies: list[str], min_depth: int, on_update, on_step) -> dict[str, list[int]]:
-    """Removal order per strategy (GLP searched and logged in the manifest; baselines computed)."""
+def removal_orders(pruner: Pruner, strategies: list[str], min_depth: int, on_update, on_step,
+                   score_many=None) -> dict[str, list[int]]:
+    """Removal order per strategy (GLP searched and logged in the manifest; baselines computed). ``score_many``
+    scores a step's candidates (an executor's; default: one after the other in this process)."""
     run, n = pruner.run, len(pruner.layers)
     orders = {}
     for strategy in strategies:
         rec = run.strategies.setdefault(strategy, {"order": [], "steps": []})
         if strategy == "glp":
-            order = greedy_search(pruner.layers, min_depth, sequential(pruner.score), rec["steps"],
+            order = greedy_search(pruner.layers, min_depth, score_many or sequential(pruner.score), rec["steps"],
                                   on_update=on_update, on_step=on_step)
         else:
             order = baseline_order(strategy, n, pruner.plan.seed)[: n - min_depth]
@@ -185,6 +249,18 @@ def final_jobs(run: RunDir, layers: list[int], orders: dict[str, list[int]]) -> 
             run.strategies[strategy].setdefault("models", {})[str(len(kept))] = name
             jobs.append((strategy, name, kept))
     return jobs
+
+
+def search_waves(n_layers: int, min_depth: int, steps: list[dict], slots: int) -> int:
+    """Rounds of at most ``slots`` parallel candidate fine-tunes still needed by a GLP search (``steps``: its
+    log so far). A step's candidates run together; the next step needs the previous step's choice."""
+    waves = 0
+    for i, k in enumerate(range(n_layers, min_depth, -1)):
+        step = steps[i] if i < len(steps) else None
+        if step is not None and step.get("chosen") is not None:
+            continue
+        waves += math.ceil((k - len(step["candidates"]) if step else k) / max(slots, 1))
+    return waves
 
 
 def estimate_seconds(n_search: int, n_final: int, search_examples: int, final_examples: int, ex_per_s: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ._common import add_device_arg, add_task_model_args, quiet_hf
 
@@ -27,6 +28,19 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<task>-<model>)")
     p.add_argument("--fresh", action="store_true",
                    help="start over: the existing run directory is moved aside to <dir>.bak-<time>, not deleted")
+    g = p.add_argument_group("executor (where the fine-tunes run)")
+    g.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local (default): one fine-tune after the other in this process; ray: the candidates of a "
+                   "step and all final fine-tunes as parallel Ray tasks (pip install 'glp-bench[ray]'); a run may "
+                   "be resumed with either")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join: auto (the cluster this node belongs to) or HOST:PORT of the head "
+                   "('ray start --head' prints it); default: start a local Ray instance for this run")
+    g.add_argument("--ray-cpus-per-task", type=int, default=None,
+                   help="CPUs (and torch threads) per task when tasks run on CPU (default 1); with GPUs each task "
+                   "asks for one GPU")
+    g.add_argument("--ray-max-retries", type=int, default=None,
+                   help="re-runs of a task whose worker or node died (default 3)")
 
 
 def add_parser(sub):
@@ -48,7 +62,8 @@ def prepare(args):
 
     from transformers import AutoConfig
 
-    from ..errors import ModelError
+    from ..errors import ExecutorError, ModelError
+    from ..executors import ExecutorSpec, check_spec
     from ..manifest import RunDir, default_run_dir, now
     from ..models import layer_spec, model_slug, resolve_model
     from ..prune import RESUME_KEYS, check_min_depth, make_plan
@@ -59,6 +74,12 @@ def prepare(args):
 
     task = get_task(args.task)
     strategies = parse_strategies(args.strategy)
+    ray_opts = {"address": args.ray_address, "cpus_per_task": args.ray_cpus_per_task, "max_retries": args.ray_max_retries}
+    given = {k: v for k, v in ray_opts.items() if v is not None}
+    if args.executor != "ray" and given:
+        raise ExecutorError(f"--ray-{next(iter(given)).replace('_', '-')} applies to --executor ray only; add --executor ray")
+    spec = ExecutorSpec(args.executor, **given)
+    check_spec(spec, args.device)  # Ray missing, cluster unreachable: fail before loading anything
     model = resolve_model(args.model)
     try:
         mconfig = AutoConfig.from_pretrained(model)
@@ -68,7 +89,9 @@ def prepare(args):
     depth = original_depth(mconfig)
     min_depth = check_min_depth(args.min_depth, depth)
     plan = make_plan(task.name, model, args.data_dir, strategies, args.budget, args.seed, min_depth,
-                     resolve_device(args.device), args.search_epochs, args.search_samples, args.epochs, args.lr)
+                     args.device if spec.kind == "ray" else resolve_device(args.device),  # Ray: resolved on the cluster
+                     args.search_epochs, args.search_samples, args.epochs, args.lr)
+    plan.executor = spec
     run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
     if run.exists() and args.fresh:
         backup = Path(f"{run.path}.bak-{now().replace(':', '').replace('+00:00', '')}")
@@ -89,13 +112,18 @@ def _finals_done(run) -> int:
 
 
 def execute(plan, run, console):
-    """Run (or resume) the search and the final fine-tunes; returns the removal order per strategy."""
-    from ..progress import make_progress
-    from ..prune import Pruner, estimate_seconds, final_jobs, removal_orders
-    from ..train import TrainConfig, fine_tune
+    """Run (or resume) the search and the final fine-tunes with ``plan.executor``; returns the removal order
+    per strategy. This process is the only writer of the run directory, whichever executor runs the work."""
+    from dataclasses import replace
 
-    with make_progress() as progress:
+    from ..executors import open_executor
+    from ..progress import make_progress
+    from ..prune import Pruner, estimate_seconds, final_jobs, removal_orders, search_waves
+
+    with open_executor(plan.executor, plan.device) as executor, make_progress() as progress:
+        plan = replace(plan, device=executor.device)
         pruner = Pruner(plan, run, progress, console)
+        executor.load(pruner)
         n, min_depth = len(pruner.layers), plan.min_depth
         if run.exists():  # strategies may be added to an existing run
             run.config["strategies"] = list(dict.fromkeys(run.config["strategies"] + plan.strategies))
@@ -103,24 +131,24 @@ def execute(plan, run, console):
         else:
             run.create(plan.config(n))
 
-        # The plan, with a time estimate from a short calibration of the full model (6 steps of random,
-        # not length-grouped, batches; the first step is warm-up and not counted).
+        # The plan, with a time estimate from a short calibration of the full model where the work runs
+        # (Workload.calibrate), and rounds of executor.slots parallel fine-tunes.
         n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
         n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
-        calib = fine_tune(pruner.model_without([]), pruner.fit, pruner.tokenizer,
-                          TrainConfig(epochs=1, max_samples=6 * plan.search.batch_size, seed=plan.seed,
-                                      group_by_length=False), plan.device)
+        ex_per_s = executor.calibrate()
         search_ex = min(plan.search.max_samples or len(pruner.fit), len(pruner.fit)) * plan.search.epochs
         final_ex = min(plan.final.max_samples or len(pruner.train), len(pruner.train)) * plan.final.epochs
         depths = range(min_depth, n + 1)
         cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
-        est = estimate_seconds(n_search - _glp_done(run), n_final - _finals_done(run), search_ex, final_ex,
-                               calib["steady_examples_per_s"] / cost)
+        waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
+            if "glp" in plan.strategies else 0
+        final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots)
+        est = estimate_seconds(waves, final_waves, search_ex, final_ex, ex_per_s / cost)
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
             f"{', '.join(plan.strategies)}; budget {plan.budget}; {n_search} candidate fine-tunes "
             f"({_glp_done(run)} done), up to {n_final} final fine-tunes ({_finals_done(run)} done); "
-            f"device {plan.device}; estimated {est / 60:.0f} min; run directory {run.path}"
+            f"executor {executor.describe()}; estimated {est / 60:.0f} min; run directory {run.path}"
         )
         overall = progress.add_task("glp-bench prune", total=n_search + n_final)
 
@@ -132,13 +160,15 @@ def execute(plan, run, console):
             progress.update(overall, description=f"GLP step {step + 1}/{n_steps} ({n_cand} candidates)")
 
         on_update()
-        orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step)
+        orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step,
+                                score_many=executor.score_many)
         jobs = final_jobs(run, pruner.layers, orders)
         distinct = list(dict.fromkeys((name, tuple(kept)) for _, name, kept in jobs))
         progress.update(overall, total=n_search + len(distinct), description="final fine-tunes")
-        for name, kept in distinct:
-            if run.models[name].get("dev_scores") is None or not run.model_path(name).is_dir():
-                run.models[name].update(pruner.final(name, list(kept)))
+        todo = [(name, [i for i in pruner.layers if i not in kept]) for name, kept in distinct
+                if run.models[name].get("dev_scores") is None or not run.model_path(name).is_dir()]
+        for name, record, staged in executor.run_finals(todo):
+            run.models[name].update(pruner.install(name, record, staged))
             on_update()
     return orders
 
