@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ExportError, GlpError, ModelError
+from .errors import ExportError, GlpError, ModelError, RunDirError
 from .jsonio import atomic_write_json, sha256_file, stamp
 from .manifest import RunDir, now
 from .onnx_eval import (
@@ -321,6 +321,8 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     if "fp16" in opts.variants:
         require_provider(CUDA, "the fp16 variant")
     preset = resolve_preset(quant_preset)
+    if not run.config.get("task"):
+        raise RunDirError(f"{run.manifest_path} names no task in its config; it was not written by 'glp-bench prune'")
     task = get_task(run.config["task"])
     data = load_task_data(task, data_dir or run.config.get("data_dir"))
     dev_for = _dev_loader(task, data, int(run.config.get("max_length", 128)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -229,11 +230,21 @@ def test_tampered_onnx_weights_fail_validation_on_revalidate(bert_run, tmp_path)
         report.raise_for_failures()
 
 
-def test_corrupt_onnx_file_is_caught_by_the_cli(bert_run, tmp_path):
+def cli(capsys, monkeypatch, *args: str) -> SimpleNamespace:
+    """The CLI in-process (``glp_bench.cli.main``): exit status and output, without a new interpreter."""
+    from glp_bench.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables at full width, as run_cli does
+    code = main(list(args))
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
+def test_corrupt_onnx_file_is_caught_by_the_cli(bert_run, tmp_path, capsys, monkeypatch):
     run_dir = copy_run(bert_run, tmp_path)
     path = run_dir / "depth-02/onnx/model.onnx"
     path.write_bytes(path.read_bytes()[:2000])  # truncated: no longer a protobuf
-    proc = run_cli("export", "--run", str(run_dir), "--revalidate")
+    proc = cli(capsys, monkeypatch, "export", "--run", str(run_dir), "--revalidate")
     assert_clean_error(proc, "depth-02")
     m = manifest(run_dir)["models"]
     assert m["depth-02"]["onnx"]["fp32"]["status"] == "failed"
@@ -286,9 +297,9 @@ def test_bad_options_fail_before_any_work(bert_run, tmp_path):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
                     reason="this onnxruntime has CUDA")
-def test_cli_refuses_fp16_without_a_gpu_provider(bert_run):
+def test_cli_refuses_fp16_without_a_gpu_provider(bert_run, capsys, monkeypatch):
     before = manifest(bert_run)
-    proc = run_cli("export", "--run", str(bert_run), "--variants", "fp32,fp16")
+    proc = cli(capsys, monkeypatch, "export", "--run", str(bert_run), "--variants", "fp32,fp16")
     assert_clean_error(proc, "CUDAExecutionProvider")
     assert manifest(bert_run) == before
 
