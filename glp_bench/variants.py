@@ -4,9 +4,9 @@
   BiasGelu, ...; exact GELU kept) for the CPU. Still fp32, so it must match PyTorch like ``fp32``.
 * ``int8``: dynamic quantization (weights int8 offline, activations quantized per batch) of the
   *fused* graph, so attention becomes ``QAttention``. The preset follows the target CPU (optimum's
-  ``AutoQuantizationConfig``): ``avx512_vnni`` (u8s8, VNNI has no saturation), ``avx512`` and
-  ``avx2`` (``avx2`` uses u8u8 weights because AVX2's VPMADDUBSW can saturate u8s8 products),
-  ``arm64`` (u8s8).
+  ``AutoQuantizationConfig``): ``avx512_vnni`` (u8s8: VNNI's dot product does not saturate),
+  ``avx512`` (u8s8 without VNNI: ONNX Runtime's docs warn that VPMADDUBSW can saturate; compare the
+  int8 dev score), ``avx2`` (u8u8 weights, which avoid that saturation) and ``arm64`` (u8s8).
 * ``fp16``: the same fusions for the GPU with weights and activations in fp16 (inputs/outputs kept
   int64/fp32); runs on ``CUDAExecutionProvider``.
 

@@ -323,6 +323,8 @@ def test_fp16_variant_converts_weights_and_keeps_io_types(bert_run, tmp_path):
 
 
 @gpu
+@pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+                    reason="needs onnxruntime-gpu (CUDAExecutionProvider)")
 def test_fp16_variant_on_gpu(bert_run, tmp_path):
     from glp_bench.export import export_run
 
