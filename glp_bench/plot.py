@@ -42,7 +42,7 @@ def plot_report(report: Report, path: str | os.PathLike, dpi: int = 120) -> Path
     n = len(sections)
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 5.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(9.5 * cols, 5.6 * rows), squeeze=False)
     for ax, section in zip(axes.flat, sections, strict=False):
         _panel(ax, section, report.max_drop)
     for ax in list(axes.flat)[n:]:
@@ -50,7 +50,7 @@ def plot_report(report: Report, path: str | os.PathLike, dpi: int = 120) -> Path
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -102,4 +102,4 @@ def _panel(ax, section: Section, max_drop: float) -> None:
     ax.set_title(f"{section.run_name}: {section.task} on {section.target}{emulated}", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.12)
-    ax.legend(fontsize=7, loc="best", ncol=2, framealpha=0.85)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never over a point
