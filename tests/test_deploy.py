@@ -59,6 +59,18 @@ def runtime_error(proc, fragment: str, code: int = 2) -> None:
     assert fragment.lower() in lines[0].lower(), lines[0]
 
 
+def import_runtime():
+    """glp_runtime from deploy/runtime, in this (test) process."""
+    sys.path.insert(0, str(RUNTIME))
+    try:
+        import glp_runtime
+        import glp_runtime.inputs
+        import glp_runtime.predict
+    finally:
+        sys.path.remove(str(RUNTIME))
+    return glp_runtime
+
+
 def read_jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -132,11 +144,7 @@ def test_choose_variant_follows_the_target():
 
 
 def test_bundle_format_is_what_the_runtime_reads():
-    sys.path.insert(0, str(RUNTIME))
-    try:
-        import glp_runtime.bundle as rb
-    finally:
-        sys.path.remove(str(RUNTIME))
+    rb = import_runtime().bundle
     from glp_bench import bundle
 
     assert (bundle.FORMAT, bundle.VERSION) == (rb.FORMAT, rb.VERSION)
@@ -256,6 +264,56 @@ def test_predict_bad_lines_are_reported_and_the_rest_classified(fp32_bundle):
     assert proc.returncode == 0, proc.stderr
     assert read_jsonl(proc.stdout)[0]["label"] in ("unacceptable", "acceptable")
     runtime_error(run_runtime("predict", str(fp32_bundle), stdin=""), "no input on stdin")
+
+
+def test_pair_inputs_tokenize_like_transformers(fp32_bundle, tmp_path):
+    """A pair task's bundle: [a, b] / field names / tab-separated lines, truncated longest-first to the
+    max length exactly as transformers' ``tokenizer(a, b, truncation=True, max_length=...)``."""
+    from glp_bench.jsonio import sha256_file
+
+    rt_mod = import_runtime()
+    keys = ["sentence1", "sentence2"]
+    norm = rt_mod.inputs.normalize
+    assert norm(["a", "b"], keys) == norm({"sentence1": "a", "sentence2": "b", "id": 3}, keys) == ("a", "b")
+    assert norm({"text": "a", "text_pair": "b"}, keys) == ("a", "b")
+    assert rt_mod.predict.parse_line("a\tb\n", "auto", 2) == ["a", "b"]
+    for bad, msg in (("a", "pairs of texts"), (["a"], "got a list of 1"), ({"sentence1": "a"}, '"sentence2"'),
+                     (["a", " "], "sentence2 is empty"), (None, "got NoneType")):
+        with pytest.raises(rt_mod.InputError, match=re.escape(msg)):
+            norm(bad, keys)
+    with pytest.raises(rt_mod.InputError, match="one tab"):
+        rt_mod.predict.parse_line("a b", "text", 2)
+
+    b = Path(shutil.copytree(fp32_bundle, tmp_path / "pair"))
+    rt = json.loads((b / "runtime.json").read_text())
+    rt["task"]["text_keys"] = keys
+    rt["tokenizer"]["max_length"] = 16
+    (b / "runtime.json").write_text(json.dumps(rt))
+    m = json.loads((b / "bundle.json").read_text())
+    m["files"]["runtime.json"] = {"size": (b / "runtime.json").stat().st_size, "sha256": sha256_file(b / "runtime.json")}
+    (b / "bundle.json").write_text(json.dumps(m))
+    clf = rt_mod.Classifier.load(b)
+    pairs = [("the cat sees the dog .", "a man reads a book ."),
+             ("the very big red dog ran quickly to the small house of john and mary .", "it was bad ."),
+             ("good .", "the child thought that the woman would give him the book but she did not .")]
+    ours = clf.tokenizer.encode_batch(pairs)
+    tok = load_tokenizer_for(fp32_bundle)
+    firsts, seconds = [p[0] for p in pairs], [p[1] for p in pairs]
+    theirs = tok(firsts, seconds, truncation=True, max_length=16)
+    assert [e.ids for e in ours] == theirs["input_ids"]
+    assert [e.type_ids for e in ours] == theirs["token_type_ids"]
+    full = [len(x) for x in tok(firsts, seconds)["input_ids"]]
+    assert full[0] <= 16 < min(full[1:])  # the first pair fits, the others are truncated
+    preds = clf.predict(pairs)
+    assert [p["truncated"] for p in preds] == [False, True, True]
+    assert [len(e.ids) for e in ours] == [full[0], 16, 16]
+
+
+def load_tokenizer_for(bundle: Path):
+    from glp_bench.models import load_tokenizer
+
+    source = json.loads((bundle / "bundle.json").read_text())["model"]["source"]
+    return load_tokenizer(str((Path(source["run"]) / source["file"]).parent))
 
 
 # --- bundle integrity -----------------------------------------------------------------------------------
@@ -471,11 +529,7 @@ class Server:
 
 
 def test_server_batches_concurrent_requests_and_survives_bad_ones(fp32_bundle):
-    sys.path.insert(0, str(RUNTIME))
-    try:
-        from glp_runtime import Classifier
-    finally:
-        sys.path.remove(str(RUNTIME))
+    Classifier = import_runtime().Classifier  # noqa: N806
 
     sentences = real_cola_sentences(48)
     reference = Classifier.load(fp32_bundle).predict(sentences)
