@@ -279,14 +279,18 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(classifier, host: str = "127.0.0.1", port: int = 8000, **limits) -> ThreadingHTTPServer:
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # connections waiting to be accepted (the default 5 drops bursts)
+    daemon_threads = True
+
+    def __init__(self, address, app: App):
+        self.app = app
+        super().__init__(address, make_handler(app))
+
+
+def make_server(classifier, host: str = "127.0.0.1", port: int = 8000, **limits) -> Server:
     """A bound (not yet serving) server; ``server.app`` holds the batcher. ``port=0``: a free port."""
-    app = App(classifier, **limits)
-    ThreadingHTTPServer.request_queue_size = 128
-    server = ThreadingHTTPServer((host, port), make_handler(app))
-    server.daemon_threads = True
-    server.app = app  # type: ignore[attr-defined]
-    return server
+    return Server((host, port), App(classifier, **limits))
 
 
 def main(args) -> int:
