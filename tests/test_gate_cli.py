@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_clean_error, build_tiny_model, make_tokenizer, run_cli
+from tests.conftest import assert_clean_error, build_tiny_model, cuda_available, gpu, make_tokenizer, run_cli
 
 FAST = ("--rounds", "7", "--min-runs", "5", "--min-time", "0.02", "--warmup", "1")
 
@@ -165,3 +165,25 @@ def test_bad_input_and_too_few_rounds(models, tmp_path):
     assert_clean_error(proc, "could not decide: too few samples")
     doc = json.loads((tmp_path / "few.json").read_text())  # the evidence is kept even when undecided
     assert doc["exit_code"] == 2 and doc["verdict"] == "undecided" and len(doc["rounds"]) == 3
+
+
+def _ort_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and cuda_available()
+
+
+@pytest.mark.skipif(_ort_cuda(), reason="checks the error on machines without a usable CUDA provider")
+def test_cuda_without_a_gpu_is_a_clean_error(models):
+    proc = gate(str(models["l4"]), str(models["l4copy"]), "--device", "cuda", *FAST)
+    assert_clean_error(proc, "CUDAExecutionProvider")
+
+
+@gpu
+def test_cuda_gate_compares_wall_time_with_io_binding(models, tmp_path):
+    if not _ort_cuda():
+        pytest.skip("needs onnxruntime-gpu with a working CUDAExecutionProvider")
+    proc = gate(str(models["wide1"]), str(models["wide1"]), "--device", "cuda", *FAST, json_path=tmp_path / "g.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["settings"]["clock"] == "wall" and doc["settings"]["provider"] == "CUDAExecutionProvider"
