@@ -193,7 +193,7 @@ def worker_main() -> int:
 
 def timing_check(name: str, glp_cfg, reference: Path, args) -> dict:
     from glp_bench import gate
-    from glp_bench.gate_worker import spawn
+    from glp_bench.bench.runner import spawn
 
     done: list[dict] = []
 

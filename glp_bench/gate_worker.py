@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 import traceback
 
-from .bench.runner import CPU, RESULT_MARKER, BenchConfig
+from .bench.runner import CPU, RESULT_MARKER, BenchConfig, spawn
 
 CLOCKS = ("wall", "cpu")
 
@@ -108,26 +106,6 @@ def main() -> int:
 
 
 # --- the parent side ------------------------------------------------------------------------------
-
-
-def spawn(argv: list[str], job: dict, threads: int, timeout: float | None = None) -> dict:
-    """Run a worker command with ``job`` as JSON on stdin; its result dict (the line after RESULT_MARKER),
-    or ``{"error": ...}``. The worker imports this checkout's glp_bench, installed or not."""
-    env = dict(os.environ)
-    if threads > 0:  # OpenMP-based libraries size their pools from this
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    try:
-        proc = subprocess.run(argv, input=json.dumps(job), capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"worker timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output"
-    return {"error": f"worker exited with status {proc.returncode}: {tail}"}
 
 
 def run_pair_worker(baseline: BenchConfig, candidate: BenchConfig, *, first: int, warmup: int, min_runs: int,

@@ -261,27 +261,20 @@ def probe_cuda(ort) -> str | None:
     return None if used and used[0] == CUDA else f"sessions fall back to {used[0] if used else 'nothing'}"
 
 
-def run_worker(config: BenchConfig, *, warmup: int, min_runs: int, min_time: float, max_time: float,
-               timeout: float | None = None) -> dict:
-    """Run one configuration once in a fresh worker process; its result dict (see worker.py).
-
-    A worker that fails returns ``{"error": message}`` instead of raising."""
-    job = {"config": config.to_dict(), "warmup": warmup, "min_runs": min_runs, "min_time": min_time,
-           "max_time": max_time}
+def spawn(argv: list[str], job: dict, threads: int, timeout: float | None = None) -> dict:
+    """Run a worker command in a fresh process with ``job`` as JSON on stdin; its result dict (the line after
+    ``RESULT_MARKER``), or ``{"error": message}`` when it fails or times out. The worker imports this very
+    glp_bench, installed or not (e.g. a script that put the checkout on sys.path). Used by the latency runner
+    and the gate's A/B worker."""
     env = dict(os.environ)
-    if config.threads > 0:  # OpenMP-based libraries (torch) size their pools from this
-        env["OMP_NUM_THREADS"] = str(config.threads)
-        env["MKL_NUM_THREADS"] = str(config.threads)
+    if threads > 0:  # OpenMP-based libraries (torch) size their pools from this
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # the worker imports this very glp_bench, installed or not (e.g. a script that put the checkout on sys.path)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "glp_bench.bench.worker"], input=json.dumps(job), capture_output=True,
-            text=True, env=env, timeout=timeout,
-        )
+        proc = subprocess.run(argv, input=json.dumps(job), capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"worker timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -289,6 +282,16 @@ def run_worker(config: BenchConfig, *, warmup: int, min_runs: int, min_time: flo
             return json.loads(line[len(RESULT_MARKER):])
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output"
     return {"error": f"worker exited with status {proc.returncode}: {tail}"}
+
+
+def run_worker(config: BenchConfig, *, warmup: int, min_runs: int, min_time: float, max_time: float,
+               timeout: float | None = None) -> dict:
+    """Run one configuration once in a fresh worker process; its result dict (see worker.py).
+
+    A worker that fails returns ``{"error": message}`` instead of raising."""
+    job = {"config": config.to_dict(), "warmup": warmup, "min_runs": min_runs, "min_time": min_time,
+           "max_time": max_time}
+    return spawn([sys.executable, "-m", "glp_bench.bench.worker"], job, config.threads, timeout)
 
 
 def measure(

@@ -23,21 +23,12 @@ same-job measurement: ``glp_bench.gate_worker``; tables: ``glp_bench.gate_render
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._common import positive_int
+
 JSON_FORMAT, JSON_VERSION = "glp-bench-gate", 1
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def add_parser(sub):
@@ -67,12 +58,12 @@ def add_parser(sub):
     p.add_argument("--key", default=None, help="stored baseline: the measurement key, e.g. depth-06/fp32/b1/s128/t1")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="cpu (CPUExecutionProvider, default) or cuda (CUDAExecutionProvider with IO binding)")
-    p.add_argument("--batch", type=_positive_int, default=None, help="batch size (default 1)")
-    p.add_argument("--seq", type=_positive_int, default=None, help="sequence length (default 128)")
+    p.add_argument("--batch", type=positive_int, default=None, help="batch size (default 1)")
+    p.add_argument("--seq", type=positive_int, default=None, help="sequence length (default 128)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1; 0 = runtime default)")
-    p.add_argument("--rounds", type=_positive_int, default=None,
+    p.add_argument("--rounds", type=positive_int, default=None,
                    help="rounds per pass, one worker per model and round (default 10; stored: the file's rounds)")
-    p.add_argument("--min-runs", type=_positive_int, default=None, help="timed runs per worker, at least (default 10)")
+    p.add_argument("--min-runs", type=positive_int, default=None, help="timed runs per worker, at least (default 10)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timed runs per worker, at least (default 0.5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs per worker (default 3)")

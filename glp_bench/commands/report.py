@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
+from ._common import positive_int
+
 FORMATS = ("table", "markdown", "json", "csv")
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def add_parser(sub):
@@ -39,9 +29,9 @@ def add_parser(sub):
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="also draw score against speedup per strategy and variant, Pareto frontier included")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the report to FILE instead of stdout")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="latency columns from this thread count (default: the most threads measured)")
-    p.add_argument("--seq", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--seq", type=positive_int, default=None, metavar="N",
                    help="latency columns at this sequence length (default: the run's max length if measured)")
     return p
 
