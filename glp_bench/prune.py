@@ -167,17 +167,18 @@ class Pruner:
         self.plan, self.run, self.progress, self.console = plan, run, progress, console
         self.task = get_task(plan.task)
         data = load_task_data(self.task, plan.data_dir)
-        self.tokenizer = load_tokenizer(plan.model)
+        tokenizer = load_tokenizer(plan.model)
         # One pre-trained model with one seeded head: every candidate and final model is cut from it.
-        self.base = load_classifier(plan.model, self.task, seed=plan.seed)
-        self.layers = kept_layers(self.base.config)
+        base = load_classifier(plan.model, self.task, seed=plan.seed)
+        self.layers = kept_layers(base.config)
         ml = plan.final.max_length
+
+        def enc(split):
+            return tokenize(split, tokenizer, self.task, ml)
+
         fit, held = search_split(data["train"], plan.seed)
-        self.fit, self.held = tokenize(fit, self.tokenizer, self.task, ml), tokenize(held, self.tokenizer, self.task, ml)
-        self.train = tokenize(data["train"], self.tokenizer, self.task, ml)
-        self.dev = {s: tokenize(data[s], self.tokenizer, self.task, ml) for s in self.task.dev_splits}
-        self.work = Workload(self.task.name, self.base, self.tokenizer, self.fit, self.held, self.train, self.dev,
-                             plan.search, plan.final, plan.device)
+        self.work = Workload(self.task.name, base, tokenizer, enc(fit), enc(held), enc(data["train"]),
+                             {s: enc(data[s]) for s in self.task.dev_splits}, plan.search, plan.final, plan.device)
 
     def model_without(self, removed):
         return self.work.model_without(removed)

@@ -136,8 +136,8 @@ def execute(plan, run, console):
         n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
         n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
         ex_per_s = executor.calibrate()
-        search_ex = min(plan.search.max_samples or len(pruner.fit), len(pruner.fit)) * plan.search.epochs
-        final_ex = min(plan.final.max_samples or len(pruner.train), len(pruner.train)) * plan.final.epochs
+        search_ex = min(plan.search.max_samples or len(pruner.work.fit), len(pruner.work.fit)) * plan.search.epochs
+        final_ex = min(plan.final.max_samples or len(pruner.work.train), len(pruner.work.train)) * plan.final.epochs
         depths = range(min_depth, n + 1)
         cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
         waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
