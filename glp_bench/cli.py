@@ -61,8 +61,15 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def _wide_tables_in_logs() -> None:
+    """rich cuts tables to 80 columns when stdout is a file or pipe (logs, CI); it reads ``COLUMNS``."""
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        os.environ["COLUMNS"] = "160"
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
+    _wide_tables_in_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -82,6 +82,22 @@ def choose(candidates: dict[int, float | dict]) -> int:
     return max(candidates.items(), key=key)[0]
 
 
+def decided_by(candidates: dict[int, float | dict], chosen: int) -> str:
+    """What set ``chosen`` apart from the other candidates under :func:`choose`'s rule: ``"score"``,
+    ``"loss"`` (tied on the score), ``"layer index"`` (tied on both) or ``"only candidate"``."""
+    recs = {int(k): (v if isinstance(v, dict) else {"score": v}) for k, v in candidates.items()}
+    if len(recs) <= 1:
+        return "only candidate"
+    best = _finite(recs[chosen].get("score"), -math.inf)
+    tied = [k for k, r in recs.items() if k != chosen and _finite(r.get("score"), -math.inf) == best]
+    if not tied:
+        return "score"
+    loss = _finite(recs[chosen].get("loss"), math.inf)
+    if all(_finite(recs[k].get("loss"), math.inf) != loss for k in tied):
+        return "loss"
+    return "layer index"
+
+
 def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
     """Score candidates one after the other in this process (the local executor)."""
 

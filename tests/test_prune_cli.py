@@ -59,6 +59,11 @@ def test_smoke_prune_writes_valid_manifest(tiny6, cola_dir, tmp_path):
     top_kept = m["models"][m["strategies"]["top"]["models"]["4"]]["kept_layers"]
     assert top_kept == [0, 1, 2, 3]
     assert "dev scores per depth" in proc.stdout
+    # one line per GLP step names the removed layer and the rule that chose it
+    err = " ".join(proc.stderr.split())
+    for i, step in enumerate(glp["steps"], 1):
+        assert f"glp step {i}: removed layer {step['chosen']} of {len(step['candidates'])} candidates" in err
+    assert f"glp: removal order {glp['order']}" in err and "top: removal order [5, 4, 3]" in err
 
 
 def test_kill_and_resume_equals_uninterrupted(tiny6, cola_dir, tmp_path):

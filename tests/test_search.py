@@ -10,6 +10,7 @@ from glp_bench.errors import GlpError
 from glp_bench.search import (
     baseline_order,
     choose,
+    decided_by,
     default_min_depth,
     greedy_search,
     parse_strategies,
@@ -69,6 +70,18 @@ def test_ties_remove_the_highest_layer():
     assert choose({1: {"score": 0.0, "loss": 0.5}, 4: {"score": 0.0, "loss": 0.5}}) == 4
     # all candidates tie (e.g. CoLA's Matthews correlation 0.0 everywhere): falls back to top dropping
     assert greedy_search(range(6), 3, sequential(lambda r, c: {"score": 0.0}), []) == [5, 4, 3]
+
+
+def test_decided_by_names_the_rule_that_chose():
+    recs = {0: {"score": 0.0, "loss": 0.60}, 3: {"score": 0.0, "loss": 0.65}, 2: {"score": 0.0, "loss": 0.61}}
+    assert decided_by(recs, choose(recs)) == "loss"
+    recs = {0: {"score": 0.1, "loss": 0.9}, 3: {"score": 0.0, "loss": 0.1}}
+    assert decided_by(recs, choose(recs)) == "score"
+    recs = {1: {"score": 0.0, "loss": 0.5}, 4: {"score": 0.0, "loss": 0.5}, 2: {"score": 0.0, "loss": 0.7}}
+    assert decided_by(recs, choose(recs)) == "layer index"
+    assert decided_by({0: 0.0, 3: 0.0}, choose({0: 0.0, 3: 0.0})) == "layer index"  # scores without losses
+    assert decided_by({0: 0.2, 3: float("nan")}, 0) == "score"
+    assert decided_by({4: {"score": 0.3}}, 4) == "only candidate"
 
 
 def test_resume_after_crash_equals_uninterrupted_run():

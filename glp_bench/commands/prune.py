@@ -198,6 +198,37 @@ def render(run, console) -> None:
     console.print(table)
 
 
+def render_orders(run, orders: dict[str, list[int]], console) -> None:
+    """The removal order per strategy and, for GLP, one line per step: the removed layer, its held-out score
+    and loss, and which rule decided (the score, or a tie-break: held-out loss, then layer index). Warns
+    when no step was decided by the score."""
+    from ..search import decided_by
+    from ..tasks import get_task
+
+    for strategy, order in orders.items():
+        console.print(f"{strategy}: removal order {order}")
+    steps = [s for s in run.strategies.get("glp", {}).get("steps", []) if s.get("chosen") is not None]
+    if not steps:
+        return
+    metric = get_task(run.config["task"]).main_metric
+    rules = []
+    for i, step in enumerate(steps, 1):
+        chosen, cands = step["chosen"], step["candidates"]
+        rec = cands[str(chosen)]
+        rule = decided_by({int(k): v for k, v in cands.items()}, chosen)
+        rules.append(rule)
+        why = {"score": f"best {metric}", "loss": f"tied on {metric}: lowest held-out loss",
+               "layer index": "tied on score and loss: highest layer", "only candidate": "only candidate"}[rule]
+        loss = f", loss {rec['loss']:.4f}" if rec.get("loss") is not None else ""
+        console.print(f"glp step {i}: removed layer {chosen} of {len(cands)} candidates (held-out {metric} "
+                      f"{rec['score']:.4f}{loss}; {why})")
+    if "score" not in rules:
+        console.print(f"[yellow]note[/]: no GLP step was decided by {metric}: at every step the best held-out "
+                      f"{metric} was shared by several candidates (often: all predict the majority class after "
+                      f"a short fine-tune), so the order follows the held-out loss. A bigger search budget "
+                      f"(--budget paper, or --search-samples 0 --search-epochs 3) lets the metric decide.")
+
+
 def run(args) -> int:
     from rich.console import Console
 
@@ -205,7 +236,6 @@ def run(args) -> int:
     console = Console(stderr=True)
     plan, rundir = prepare(args)
     orders = execute(plan, rundir, console)
-    for s, o in orders.items():
-        console.print(f"{s}: removal order {o}")
+    render_orders(rundir, orders, console)
     render(rundir, Console())
     return 0

@@ -37,7 +37,8 @@ def run(args) -> int:
     err = Console(stderr=True)
     t0 = time.perf_counter()
     plan, rundir = prune_cmd.prepare(args)
-    prune_cmd.execute(plan, rundir, err)
+    orders = prune_cmd.execute(plan, rundir, err)
+    prune_cmd.render_orders(rundir, orders, err)
     prune_cmd.render(rundir, Console())
     t1 = time.perf_counter()
     with make_progress(transient=True) as progress:
