@@ -479,7 +479,7 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
                     notes.append(f"latency on {target} is INCOMPLETE ({info['rounds_done']} of {info['rounds']} "
                                  f"rounds); re-run 'glp-bench latency --run {rd.path} --device {target}'")
                 if info["emulated"]:
-                    notes.append(f"{target} is emulated on this host ({info.get('arch') or 'another arch'}): "
+                    notes.append(f"{target} ({info.get('arch') or 'another arch'}) is emulated on the host that measured it: "
                                  "run the same command on the device for real numbers")
                 missing = [r.name + "/" + r.variant for r in trows if r.latency_s is None]
                 if missing:
