@@ -143,3 +143,17 @@ def test_incompatible_run_directory_version(tiny6, cola_dir, tmp_path):
     run_dir.mkdir()
     (run_dir / "manifest.json").write_text(json.dumps({"format": "glp-bench-run", "version": 99}))
     assert_clean_error(run_cli(*_prune_args(tiny6, cola_dir, run_dir)), "format version 99")
+
+
+def test_budget_presets_and_overrides():
+    from glp_bench.prune import make_plan
+
+    fast = make_plan("cola", "m", None, ["glp"])  # the default budget
+    assert (fast.search.epochs, fast.search.max_samples, fast.search.lr) == (3.0, 2000, 5e-5)
+    assert (fast.final.epochs, fast.final.max_samples, fast.final.lr) == (3.0, None, 2e-5)  # the paper's
+    paper = make_plan("cola", "m", None, ["glp"], "paper")
+    assert (paper.search.epochs, paper.search.max_samples, paper.search.lr) == (3.0, None, 2e-5)
+    both = make_plan("cola", "m", None, ["glp"], lr=1e-4)
+    assert both.search.lr == both.final.lr == 1e-4
+    only = make_plan("cola", "m", None, ["glp"], lr=1e-4, search_lr=3e-5, search_epochs=1, search_samples=0)
+    assert (only.search.lr, only.final.lr, only.search.epochs, only.search.max_samples) == (3e-5, 1e-4, 1, None)

@@ -15,15 +15,19 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: glp (greedy search, default), top, bottom, alternate, random; "
                    "e.g. glp,top compares them on a shared full-depth reference")
     p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
-                   help="paper: 3 epochs per candidate on the full 85%% split; fast (default): 1 epoch on at "
-                   "most 2000 examples per candidate, paper's final fine-tuning; smoke: tiny, for tests")
+                   help="paper: 3 epochs per candidate on the full 85%% split at lr 2e-5; fast (default): 3 "
+                   "epochs on at most 2000 examples per candidate at lr 5e-5; both: the paper's final fine-tuning "
+                   "(3 epochs on all of train at lr 2e-5); smoke: tiny, for tests")
     p.add_argument("--min-depth", type=int, default=None,
                    help="prune down to this many layers (default: half the depth, rounded up)")
     p.add_argument("--search-epochs", type=float, default=None, help="epochs per candidate (overrides --budget)")
     p.add_argument("--search-samples", type=int, default=None,
                    help="examples of the 85%% split per candidate, 0 = all (overrides --budget)")
     p.add_argument("--epochs", type=float, default=None, help="epochs of each final fine-tune (overrides --budget)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of all fine-tunes (default 2e-5)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of all fine-tunes (default: 2e-5, and 5e-5 for the fast search)")
+    p.add_argument("--search-lr", type=float, default=None,
+                   help="learning rate of the candidate fine-tunes only (overrides --lr and --budget)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split, heads, data order (default 42)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<task>-<model>)")
     p.add_argument("--fresh", action="store_true",
@@ -90,7 +94,7 @@ def prepare(args):
     min_depth = check_min_depth(args.min_depth, depth)
     plan = make_plan(task.name, model, args.data_dir, strategies, args.budget, args.seed, min_depth,
                      args.device if spec.kind == "ray" else resolve_device(args.device),  # Ray: resolved on the cluster
-                     args.search_epochs, args.search_samples, args.epochs, args.lr)
+                     args.search_epochs, args.search_samples, args.epochs, args.lr, args.search_lr)
     plan.executor = spec
     run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
     if run.exists() and args.fresh:
@@ -109,6 +113,14 @@ def _glp_done(run) -> int:
 
 def _finals_done(run) -> int:
     return sum(1 for m in run.models.values() if m.get("dev_scores") is not None)
+
+
+def _budget_text(plan) -> str:
+    def one(cfg, pool):
+        n = f"at most {cfg.max_samples}" if cfg.max_samples else "all"
+        return f"{cfg.epochs:g} epochs on {n} examples of {pool} at lr {cfg.lr:g}"
+
+    return f"candidates: {one(plan.search, 'the 85% split')}; finals: {one(plan.final, 'train')}"
 
 
 def execute(plan, run, console):
@@ -146,7 +158,7 @@ def execute(plan, run, console):
         est = estimate_seconds(waves, final_waves, search_ex, final_ex, ex_per_s / cost)
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
-            f"{', '.join(plan.strategies)}; budget {plan.budget}; {n_search} candidate fine-tunes "
+            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan)}); {n_search} candidate fine-tunes "
             f"({_glp_done(run)} done), up to {n_final} final fine-tunes ({_finals_done(run)} done); "
             f"executor {executor.describe()}; estimated {est / 60:.0f} min; run directory {run.path}"
         )
