@@ -3,7 +3,9 @@ with ``add_parser(subparsers)`` (argument definitions) and ``run(args) -> int`` 
 render the result). This module only dispatches and turns errors into exit statuses:
 
 * ``GlpError`` (bad input the user can fix): one line on stderr, exit 2 (1 for a gate regression);
-* Ctrl-C: one line saying finished work is kept and how to resume, exit 130.
+* Ctrl-C: one line saying finished work is kept and how to resume, exit 130;
+* anything else is a bug: one line naming the exception, exit 3 (``GLP_BENCH_DEBUG=1`` re-raises it
+  with its traceback). Every stage saves finished work as it goes, so nothing finished is lost.
 
 Heavy imports (torch, transformers, onnxruntime) happen inside ``run`` so ``--help`` is instant.
 """
@@ -83,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as e:  # a bug, not bad input
+        if os.environ.get("GLP_BENCH_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"glp-bench: internal error: {type(e).__name__}: {first} (finished work is saved; set "
+              "GLP_BENCH_DEBUG=1 for the traceback and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

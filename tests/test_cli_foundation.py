@@ -77,3 +77,43 @@ def test_bad_inputs_one_clear_line_exit_2(args, fragment, tiny_models, cola_dir,
     flat = [x for kv in base.items() for x in kv]
     proc = run_cli("finetune", *flat, "--out", str(tmp_path / "out"), "--epochs", "0.1")
     assert_clean_error(proc, fragment)
+
+
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        ("prune", ["--lr", "-1"]),
+        ("prune", ["--search-lr", "0"]),
+        ("prune", ["--search-epochs", "0"]),
+        ("prune", ["--epochs", "nan"]),
+        ("prune", ["--search-samples", "-5"]),
+        ("prune", ["--ray-cpus-per-task", "0"]),
+        ("finetune", ["--lr", "abc"]),
+        ("finetune", ["--batch-size", "0"]),
+    ],
+)
+def test_bad_numbers_are_refused_before_any_work(command, args, cola_dir, tmp_path):
+    out = ["--run-dir", str(tmp_path / "run")] if command == "prune" else ["--out", str(tmp_path / "run")]
+    proc = run_cli(command, "--task", "cola", "--data-dir", str(cola_dir), *out, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"argument {args[0]}:" in errors[0], proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_unexpected_exception_is_one_line_exit_3(monkeypatch, capsys):
+    from glp_bench import cli
+    from glp_bench.commands import tasks
+
+    def broken(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(tasks, "run", broken)
+    monkeypatch.delenv("GLP_BENCH_DEBUG", raising=False)
+    assert cli.main(["tasks"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("glp-bench: internal error: RuntimeError: boom (")
+    monkeypatch.setenv("GLP_BENCH_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["tasks"])

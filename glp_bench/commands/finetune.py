@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_device_arg, add_task_model_args, parse_layers, quiet_hf
+from ._common import add_device_arg, add_task_model_args, parse_layers, positive_float, positive_int, quiet_hf
 
 
 def add_parser(sub):
@@ -16,11 +16,11 @@ def add_parser(sub):
     add_device_arg(p)
     p.add_argument("--out", default=None, help="output folder (default runs/<task>-<model>/finetune)")
     p.add_argument("--drop-layers", default=None, help="comma-separated encoder layers to remove first, e.g. 3,5")
-    p.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
-    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default 128)")
-    p.add_argument("--max-samples", type=int, default=None, help="train on at most this many examples")
+    p.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs (default 3)")
+    p.add_argument("--lr", type=positive_float, default=2e-5, help="peak learning rate (default 2e-5)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    p.add_argument("--max-length", type=positive_int, default=128, help="max tokens per example (default 128)")
+    p.add_argument("--max-samples", type=positive_int, default=None, help="train on at most this many examples")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--pad-to-max", action="store_true", help="pad every example to --max-length (the paper's protocol; slow)")
     return p

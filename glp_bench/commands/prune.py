@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from ._common import add_device_arg, add_task_model_args, quiet_hf
+from ._common import (
+    add_device_arg,
+    add_task_model_args,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    quiet_hf,
+)
 
 
 def add_prune_args(p: argparse.ArgumentParser) -> None:
@@ -20,13 +27,13 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    "(3 epochs on all of train at lr 2e-5); smoke: tiny, for tests")
     p.add_argument("--min-depth", type=int, default=None,
                    help="prune down to this many layers (default: half the depth, rounded up)")
-    p.add_argument("--search-epochs", type=float, default=None, help="epochs per candidate (overrides --budget)")
-    p.add_argument("--search-samples", type=int, default=None,
+    p.add_argument("--search-epochs", type=positive_float, default=None, help="epochs per candidate (overrides --budget)")
+    p.add_argument("--search-samples", type=non_negative_int, default=None,
                    help="examples of the 85%% split per candidate, 0 = all (overrides --budget)")
-    p.add_argument("--epochs", type=float, default=None, help="epochs of each final fine-tune (overrides --budget)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=positive_float, default=None, help="epochs of each final fine-tune (overrides --budget)")
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate of all fine-tunes (default: 2e-5, and 5e-5 for the fast search)")
-    p.add_argument("--search-lr", type=float, default=None,
+    p.add_argument("--search-lr", type=positive_float, default=None,
                    help="learning rate of the candidate fine-tunes only (overrides --lr and --budget)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split, heads, data order (default 42)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<task>-<model>)")
@@ -40,10 +47,10 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", default=None,
                    help="Ray cluster to join: auto (the cluster this node belongs to) or HOST:PORT of the head "
                    "('ray start --head' prints it); default: start a local Ray instance for this run")
-    g.add_argument("--ray-cpus-per-task", type=int, default=None,
+    g.add_argument("--ray-cpus-per-task", type=positive_int, default=None,
                    help="CPUs (and torch threads) per task when tasks run on CPU (default 1); with GPUs each task "
                    "asks for one GPU")
-    g.add_argument("--ray-max-retries", type=int, default=None,
+    g.add_argument("--ray-max-retries", type=non_negative_int, default=None,
                    help="re-runs of a task whose worker or node died (default 3)")
 
 
