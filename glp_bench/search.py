@@ -68,34 +68,30 @@ def _finite(x: float | None, bad: float) -> float:
     return bad if x is None or math.isnan(x) else x
 
 
+def _rank(rec: float | dict) -> tuple[float, float]:
+    """How good a candidate is, before the layer index: (score, -loss); NaN or missing ranks last."""
+    rec = rec if isinstance(rec, dict) else {"score": rec}
+    return _finite(rec.get("score"), -math.inf), -_finite(rec.get("loss"), math.inf)
+
+
 def choose(candidates: dict[int, float | dict]) -> int:
     """The layer to remove: best score, then lowest loss, then highest layer index (module docstring).
     Values are scores or score records ``{"score": s, "loss": l}``."""
     if not candidates:
         raise ValueError("no candidates to choose from")
-
-    def key(item):
-        layer, rec = item
-        rec = rec if isinstance(rec, dict) else {"score": rec}
-        return (_finite(rec.get("score"), -math.inf), -_finite(rec.get("loss"), math.inf), layer)
-
-    return max(candidates.items(), key=key)[0]
+    return max(candidates.items(), key=lambda item: (*_rank(item[1]), item[0]))[0]
 
 
 def decided_by(candidates: dict[int, float | dict], chosen: int) -> str:
     """What set ``chosen`` apart from the other candidates under :func:`choose`'s rule: ``"score"``,
     ``"loss"`` (tied on the score), ``"layer index"`` (tied on both) or ``"only candidate"``."""
-    recs = {int(k): (v if isinstance(v, dict) else {"score": v}) for k, v in candidates.items()}
-    if len(recs) <= 1:
+    if len(candidates) <= 1:
         return "only candidate"
-    best = _finite(recs[chosen].get("score"), -math.inf)
-    tied = [k for k, r in recs.items() if k != chosen and _finite(r.get("score"), -math.inf) == best]
-    if not tied:
+    mine = _rank(candidates[chosen])
+    others = [_rank(v) for k, v in candidates.items() if int(k) != chosen]
+    if all(o[0] != mine[0] for o in others):
         return "score"
-    loss = _finite(recs[chosen].get("loss"), math.inf)
-    if all(_finite(recs[k].get("loss"), math.inf) != loss for k in tied):
-        return "loss"
-    return "layer index"
+    return "loss" if mine not in others else "layer index"
 
 
 def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
