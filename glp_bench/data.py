@@ -1,5 +1,7 @@
-"""Loading a GLUE task: a local folder (GLUE's own TSV layout, or csv/parquet/jsonl exports with the
-Hugging Face column names) or, without one, ``nyu-mll/glue`` through ``datasets``.
+"""Loading a task's data. For a GLUE task, in this order: ``--data-dir``, ``$GLP_BENCH_DATA``, the copy of
+CoLA bundled with glp-bench (CoLA only), the hub dataset ``nyu-mll/glue`` through ``datasets``. A local
+folder holds GLUE's own TSV layout, or csv/parquet/jsonl exports with the Hugging Face column names.
+A custom task (``glp_bench.task_def``) names its own train and dev files (``glp_bench.custom_data``).
 
 ``--data-dir`` may be the task's own folder (``.../glue/CoLA``) or a GLUE root with one sub-folder per
 task (``.../glue``); ``GLP_BENCH_DATA`` sets the default root. Returns a ``datasets.DatasetDict`` with
@@ -16,6 +18,8 @@ from .errors import DataError
 from .tasks import Task
 
 HUB_DATASET = "nyu-mll/glue"
+# The official CoLA (train.tsv, dev.tsv as distributed by GLUE, README.cola) ships as package data.
+BUNDLED = {"cola": Path(__file__).resolve().parent / "bundled" / "cola"}
 EXPORT_EXTS = ("tsv", "csv", "parquet", "jsonl", "json")
 # A split may also be named as in GLUE's files (dev.tsv) when exported to another format.
 _ALIASES = {"validation": ("validation", "dev"), "validation_matched": ("validation_matched", "dev_matched"),
@@ -43,12 +47,48 @@ def _splits(task: Task) -> tuple[str, ...]:
     return ("train", *task.dev_splits)
 
 
+def bundled_dir(task: Task) -> Path | None:
+    """The bundled copy of ``task``'s data (CoLA), or None."""
+    folder = BUNDLED.get(task.name)
+    return folder if folder is not None and (folder / "train.tsv").is_file() else None
+
+
+def data_source(task: Task, data_dir: str | os.PathLike | None) -> tuple[str, Path | None]:
+    """(kind, folder) of the data ``load_task_data`` uses: kind is one of 'custom', '--data-dir',
+    '$GLP_BENCH_DATA', 'bundled', 'hub' (folder None for 'custom' and 'hub')."""
+    if task.is_custom:
+        return "custom", None
+    if data_dir:
+        return "--data-dir", Path(data_dir)
+    if os.environ.get("GLP_BENCH_DATA"):
+        return "$GLP_BENCH_DATA", Path(os.environ["GLP_BENCH_DATA"])
+    bundled = bundled_dir(task)
+    return ("bundled", bundled) if bundled is not None else ("hub", None)
+
+
+def describe_data(task: Task, data_dir: str | os.PathLike | None) -> str:
+    """One phrase for the plan line: where ``task``'s data comes from."""
+    kind, folder = data_source(task, data_dir)
+    if kind == "custom":
+        return f"data: {task.definition['train']} + {task.definition['dev']}"
+    if kind == "bundled":
+        return f"data: the bundled copy of {task.glue_dir} ({folder})"
+    if kind == "hub":
+        return f"data: the hub ({HUB_DATASET}/{task.name})"
+    return f"data: {resolve_task_dir(task, data_dir)} ({kind})"
+
+
+def has_local_data(task: Task, data_dir: str | os.PathLike | None = None) -> bool:
+    """True when ``load_task_data`` would not go to the hub."""
+    return data_source(task, data_dir)[0] != "hub"
+
+
 def resolve_task_dir(task: Task, data_dir: str | os.PathLike | None) -> Path | None:
     """The folder holding ``task``'s files, or None to use the hub. Raises DataError when a folder was
     given but holds no data for the task."""
     root = data_dir or os.environ.get("GLP_BENCH_DATA")
     if not root:
-        return None
+        return bundled_dir(task)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass --data-dir with GLUE files for {task.name}")
@@ -162,7 +202,12 @@ def load_hub(task: Task):
 
 
 def load_task_data(task: Task, data_dir: str | os.PathLike | None = None):
-    """``DatasetDict`` with ``train`` and the task's dev split(s); local folder first, else the hub."""
+    """``DatasetDict`` with ``train`` and the task's dev split(s): a custom task's own files; for GLUE a
+    local folder (``data_dir``, ``$GLP_BENCH_DATA``, the bundled CoLA), else the hub."""
+    if task.is_custom:
+        from .custom_data import load_custom
+
+        return load_custom(task)
     folder = resolve_task_dir(task, data_dir)
     return load_local(task, folder) if folder is not None else load_hub(task)
 

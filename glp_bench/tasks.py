@@ -10,7 +10,7 @@ GLUE's original TSV files map onto them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +65,12 @@ class Task:
     main_metric: str  # used for selection (search) and the headline score
     dev_splits: tuple[str, ...] = ("validation",)
     layout: GlueLayout | None = None
+    # A custom task's definition (glp_bench.task_def): its files, columns, labels, metrics. None for GLUE.
+    definition: Mapping | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def is_custom(self) -> bool:
+        return self.definition is not None
 
     @property
     def is_regression(self) -> bool:
@@ -175,8 +181,27 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
-    key = name.lower().replace("-", "").replace("_", "")
+def get_task(name) -> Task:
+    """A task from a GLUE name, a ``.toml`` task file, a custom task's definition (dict), or a Task."""
+    if isinstance(name, Task):
+        return name
+    if isinstance(name, Mapping):
+        from .task_def import build, normalize
+
+        return build(normalize(name, "the run's task definition", check_files=False))
+    if name is None:
+        raise TaskError("no task given: pass --task (a GLUE task or a .toml task file)")
+    if str(name).lower().endswith(".toml"):
+        from .task_def import build, read_toml
+
+        return build(read_toml(name))
+    key = str(name).lower().replace("-", "").replace("_", "")
     if key in TASKS:
         return TASKS[key]
-    raise TaskError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    raise TaskError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}, or a task file "
+                    "(--task my-task.toml; see 'glp-bench tasks')")
+
+
+def task_of_run(config: Mapping) -> Task:
+    """The task of a run from its manifest config: the stored custom definition, else the GLUE name."""
+    return get_task(config.get("task_def") or config.get("task"))

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_COLA = REPO.parent / "shared" / "data" / "glue" / "CoLA"
+SHARED_COLA = REPO / "glp_bench" / "bundled" / "cola"  # the official CoLA, shipped as package data
 
 WORDS = (
     "the a an this that cat dog bird man woman child book idea car house tree "

@@ -157,3 +157,33 @@ def test_search_split_is_seeded_85_15(cola_dir):
     assert len(held) == math.ceil(0.15 * len(train)) and len(fit) + len(held) == len(train)
     assert held["sentence"] == held2["sentence"] and fit["sentence"] == fit2["sentence"]
     assert held["sentence"] != search_split(train, seed=2)[1]["sentence"]
+
+
+def test_bundled_cola_is_the_default_without_data_dir_or_env(monkeypatch):
+    from glp_bench.data import BUNDLED, data_source, describe_data
+
+    monkeypatch.delenv("GLP_BENCH_DATA", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # would fail if it went to the hub
+    task = get_task("cola")
+    assert resolve_task_dir(task, None) == BUNDLED["cola"]
+    assert data_source(task, None) == ("bundled", BUNDLED["cola"])
+    assert "bundled copy of CoLA" in describe_data(task, None)
+    data = load_task_data(task)
+    assert data["train"].num_rows == 8551 and data["validation"].num_rows == 1043
+    assert (BUNDLED["cola"] / "README.cola").read_text().startswith("CoLA")
+    # only CoLA is bundled: other tasks still go to the hub
+    assert data_source(get_task("sst2"), None) == ("hub", None)
+    assert "hub (nyu-mll/glue/sst2)" in describe_data(get_task("sst2"), None)
+
+
+def test_data_dir_and_env_win_over_the_bundled_copy(tmp_path, monkeypatch, cola_dir):
+    from glp_bench.data import describe_data
+
+    monkeypatch.setenv("GLP_BENCH_DATA", str(cola_dir.parent))
+    task = get_task("cola")
+    assert load_task_data(task)["train"].num_rows == 96  # the env's tiny CoLA, not the bundled one
+    assert describe_data(task, None) == f"data: {cola_dir} ($GLP_BENCH_DATA)"
+    write(tmp_path / "other" / "train.tsv", ["x\t1\t\tA b .", "x\t0\t*\tB a ."])
+    write(tmp_path / "other" / "dev.tsv", ["x\t1\t\tA c ."])
+    assert load_task_data(task, tmp_path / "other")["train"].num_rows == 2  # --data-dir beats the env
+    assert describe_data(task, tmp_path / "other") == f"data: {tmp_path / 'other'} (--data-dir)"
