@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -35,7 +36,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+    """Strict JSON (``allow_nan=False``): a NaN or infinity, which JSON cannot hold, is written as null
+    (an undefined value, e.g. a correlation of constant predictions), never as ``NaN``."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=False, default=_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf; numpy's too) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        return finite(_default(obj))
+    return obj
 
 
 def _default(o: Any) -> Any:

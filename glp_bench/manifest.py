@@ -10,16 +10,22 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
       latency/<target>.json  raw latency samples + summaries (glp_bench.bench)
       report.md              score-vs-speedup table (glp_bench.report)
 
-``manifest.json`` (format ``glp-bench-run``, version 1)::
+``manifest.json`` (format ``glp-bench-run``, version 2)::
 
-    config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, ...
+    config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
+                 precision, search_seeds, rescore_close, final_seeds, ...
+    recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "chosen"}
+    teacher:     {"model": "depth-06", "path": "teacher/train-logits.npy", "sha256", ...}   # distillation
     strategies:  {name: {"order": [layer, ...],              # removal order, original numbering
                          "steps": [{"removed": [...],        # layers removed before this step
-                                    "candidates": {"<layer>": {"score": x, "metrics": {...}}},
-                                    "chosen": layer}],
+                                    "candidates": {"<layer>": {"score": x, "loss": l, "seeds": {...}}},
+                                    "rescore": {...}, "noise": {"p_best", "within_noise", ...},
+                                    "chosen": layer}],       # held-out predictions: search/step-SS/*.npy
                          "models": {"<depth>": "<model name>"}}}
     models:      {"depth-05": {"depth": 5, "kept_layers": [...], "strategies": ["glp"],
                                "dev_scores": {metric: value}, "train": {...}, "path": "depth-05/model",
+                               "seed": s, "recipe": {...}, "distill": {"alpha", "temperature"} | None,
+                               "seeds": {"<seed>": {"dev_scores": ..., "distill": ...}},
                                "files": {name: {"size": n, "sha256": h}},
                                "onnx": {variant: {...}}}}   # written by export
 
@@ -35,7 +41,7 @@ from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 
 FORMAT = "glp-bench-run"
-VERSION = 1
+VERSION = 2
 RUNS_ROOT = "runs"
 
 
@@ -56,7 +62,27 @@ def file_record(path: Path) -> dict:
 
 
 def migrate(data: dict) -> dict:
-    """Bring an older manifest to the current version (only version 1 exists so far)."""
+    """Bring an older manifest to the current version, in memory (saved with the next write).
+
+    1 -> 2: runs made before the recipe sweep, distillation and seeds: recipe ``paper`` (fixed learning rates),
+    no distillation, one seed everywhere; the model records gain their seed."""
+    if data.get("version", 1) < 2:
+        cfg = data.setdefault("config", {})
+        cfg.setdefault("recipe", "paper")
+        cfg.setdefault("sweep", None)
+        cfg.setdefault("precision", "fp32")
+        for key in ("search_seeds", "final_seeds"):
+            cfg.setdefault(key, 1)
+        cfg.setdefault("rescore_close", 0)
+        for part in ("search", "final"):
+            if isinstance(cfg.get(part), dict):
+                cfg[part].setdefault("distill_alpha", 0.0)
+                cfg[part].setdefault("distill_temperature", 2.0)
+        for rec in (data.get("models") or {}).values():
+            if isinstance(rec, dict) and rec.get("dev_scores") is not None:
+                rec.setdefault("seed", cfg.get("seed"))
+                rec.setdefault("distill", None)
+        data["version"] = 2
     return data
 
 
@@ -66,6 +92,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.data: dict = {}
+        self.identity: dict | None = None  # glp_bench.identity: recorded by create()
 
     @property
     def manifest_path(self) -> Path:
@@ -78,6 +105,9 @@ class RunDir:
         if not self.exists():
             raise RunDirError(f"{self.path} is not a glp-bench run directory (no manifest.json); run 'glp-bench prune' first")
         self.data = migrate(read_versioned(self.manifest_path, FORMAT, VERSION))
+        from .preflight import check_manifest
+
+        check_manifest(self.data, self.manifest_path)  # wrong-typed fields: one clear error, not a crash later
         return self
 
     def create(self, config: dict) -> RunDir:
@@ -91,6 +121,8 @@ class RunDir:
             "strategies": {},
             "models": {},
         }
+        if self.identity is not None:
+            self.data["identity"] = self.identity
         self.save()
         return self
 

@@ -169,7 +169,11 @@ def save(path: str | os.PathLike, doc: dict) -> None:
 
 def load(path: str | os.PathLike) -> dict:
     """Read a latency file (refuses other formats and newer versions with a clear RunDirError)."""
-    return read_versioned(path, FORMAT, VERSION)
+    from ..preflight import check_latency
+
+    doc = read_versioned(path, FORMAT, VERSION)
+    check_latency(doc, path)  # wrong-typed fields: one clear error (exit 2), not a crash in a reader
+    return doc
 
 
 def sort_records(records: list[dict]) -> list[dict]:

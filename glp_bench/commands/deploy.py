@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import non_negative_float, non_negative_int, positive_int
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -17,8 +19,8 @@ def add_parser(sub):
                    help="target name (cpu, cuda, embedded-arm64, or NAME.toml in ./deploy/targets / $GLP_BENCH_TARGETS) "
                    "or a path to a target .toml, as for 'glp-bench latency --device'")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--depth", type=int, help="deploy the model of this depth")
-    which.add_argument("--max-drop", type=float, metavar="POINTS",
+    which.add_argument("--depth", type=positive_int, help="deploy the model of this depth")
+    which.add_argument("--max-drop", type=non_negative_float, metavar="POINTS",
                        help="deploy what the report recommends: the fastest model and variant measured on the target "
                        "whose main dev score is within POINTS GLUE points (metric x 100) of the full model")
     p.add_argument("--out", required=True, help="bundle folder to write (must not exist, unless --force)")
@@ -27,7 +29,7 @@ def add_parser(sub):
     p.add_argument("--variant", default=None,
                    help="ONNX variant to deploy (fp32, fp32-opt, int8, fp16); default: the target's rule "
                    "(fastest measured on the target among its variants, else int8 on CPU / fp16 on CUDA)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=non_negative_int, default=None,
                    help="intra-op threads the runtime uses (default: the target's largest setting; 0 = ORT default)")
     p.add_argument("--data-dir", default=None, help="the task's GLUE folder for the check (default: the run's)")
     p.add_argument("--no-check", action="store_true",
@@ -38,8 +40,10 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..bundle import deploy
+    from ..preflight import writable_dir
     from ..progress import console, make_progress
 
+    writable_dir(args.out, "--out")  # before the export check, not after it
     with make_progress(transient=True) as progress:
         task_id = progress.add_task("deploy", total=None)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._common import positive_int
+from ._common import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 JSON_FORMAT, JSON_VERSION = "glp-bench-gate", 1
 
@@ -60,18 +60,18 @@ def add_parser(sub):
                    help="cpu (CPUExecutionProvider, default) or cuda (CUDAExecutionProvider with IO binding)")
     p.add_argument("--batch", type=positive_int, default=None, help="batch size (default 1)")
     p.add_argument("--seq", type=positive_int, default=None, help="sequence length (default 128)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1; 0 = runtime default)")
+    p.add_argument("--threads", type=non_negative_int, default=None, help="intra-op threads (default 1; 0 = runtime default)")
     p.add_argument("--rounds", type=positive_int, default=None,
                    help="rounds per pass, one worker per model and round (default 10; stored: the file's rounds)")
     p.add_argument("--min-runs", type=positive_int, default=None, help="timed runs per worker, at least (default 10)")
-    p.add_argument("--min-time", type=float, default=None,
+    p.add_argument("--min-time", type=non_negative_float, default=None,
                    help="seconds of timed runs per worker, at least (default 0.5)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs per worker (default 3)")
-    p.add_argument("--max-time", type=float, default=60.0, help="a worker stops timing after this (default 60 s)")
-    p.add_argument("--factor", type=float, default=None,
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="untimed warm-up runs per worker (default 3)")
+    p.add_argument("--max-time", type=positive_float, default=60.0, help="a worker stops timing after this (default 60 s)")
+    p.add_argument("--factor", type=positive_float, default=None,
                    help="slowdown ratio beyond which a significant difference is a regression "
                    "(default 1.10 same-job, 1.25 against a stored baseline)")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    p.add_argument("--alpha", type=probability, default=0.01, help="significance level (default 0.01)")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="what is compared in same-job mode: cpu = CPU time per inference (immune to other processes "
                    "competing for the cores), wall = wall-clock latency; auto (default): cpu for 1 CPU thread, else wall. "
@@ -128,8 +128,22 @@ class Setup:
     raw: list = field(default_factory=list)  # same-job: every round's result, both clocks
 
 
+def _facts(path) -> dict:
+    """Structural facts of an ONNX file; a file that is not a loadable ONNX model is bad input (exit 2)."""
+    from google.protobuf.message import DecodeError
+
+    from .. import structure
+    from ..gate_inputs import GateInputError
+
+    try:
+        return structure.facts(path)
+    except (DecodeError, ValueError, OSError) as e:  # what onnx.load raises for a damaged file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise GateInputError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
+
+
 def _same_job(args, base_spec: str, cand_path) -> Setup:
-    from .. import gate, structure
+    from .. import gate
     from ..bench import runner
     from ..gate_inputs import resolve_model
     from ..gate_worker import choose_clock, measure_pairs
@@ -152,7 +166,7 @@ def _same_job(args, base_spec: str, cand_path) -> Setup:
         raw.extend(res)
         return [r[clock][0] for r in res], [r[clock][1] for r in res]
 
-    return Setup("same-job", settings, factor, provider, clock, configs, structure.facts(base_path), _short(base_path),
+    return Setup("same-job", settings, factor, provider, clock, configs, _facts(base_path), _short(base_path),
                  {"source": base_spec, "onnx": str(base_path), **base_info},
                  lambda b, c: gate.compare_paired(b, c, factor, args.alpha), gate.PAIRED_TEST, measure, raw)
 
@@ -162,7 +176,7 @@ def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
 
     import onnxruntime as ort
 
-    from .. import gate, structure
+    from .. import gate
     from ..bench import runner
     from ..errors import GlpError
     from ..gate_inputs import GateInputError, load_stored, select_record, stored_model_path
@@ -198,7 +212,7 @@ def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
         io_binding=bool(rec.get("io_binding")),
         cpu_affinity=tuple(rec["cpu_affinity"]) if rec.get("cpu_affinity") else None, label="candidate")
     base_file = stored_model_path(doc, base_spec, rec)
-    base_facts = structure.facts(base_file) if base_file else ({"file_size": rec["file_size"]} if rec.get("file_size") else {})
+    base_facts = _facts(base_file) if base_file else ({"file_size": rec["file_size"]} if rec.get("file_size") else {})
     stored_rounds = [list(r) for r in rec["samples_s"]]
     passes_done = []
 
@@ -232,16 +246,14 @@ def run(args) -> int:
     from ..gate_render import outcome_text, sides_table, structure_table, timing_table
     from ..jsonio import atomic_write_json, stamp
     from ..manifest import now
+    from ..preflight import writable_file
     from ..progress import make_progress
 
     t_start = time.perf_counter()
-    if not 0 < args.alpha < 1:
-        raise GlpError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if args.factor is not None and args.factor <= 1:
         raise GlpError(f"--factor must be > 1 (a slowdown ratio such as 1.10), got {args.factor}")
-    for name in ("min_time", "warmup", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise GlpError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.json:
+        writable_file(args.json, "--json")  # before the measurement, not after it
     base_spec, cand_spec = _specs(args)
     cand_path, cand_info = resolve_model(cand_spec, args.model, args.variant)
     if Path(base_spec).suffix == ".json":
@@ -249,7 +261,7 @@ def run(args) -> int:
     else:
         setup = _same_job(args, base_spec, cand_path)
     runner.check_providers(setup.configs)  # a missing provider is bad input (exit 2) before any work
-    cand_facts = structure.facts(cand_path)
+    cand_facts = _facts(cand_path)
     rows = structure.compare(setup.base_facts, cand_facts)
     regressions = structure.regressions(rows)
 

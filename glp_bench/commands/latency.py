@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import non_negative_float, non_negative_int, positive_float, positive_int
+
 
 def _ints(text: str) -> list[int]:
     import argparse
@@ -39,14 +41,14 @@ def add_parser(sub):
     p.add_argument("--threads", type=_ints, default=None, help="override the target's thread counts, e.g. 1,4")
     p.add_argument("--batch-sizes", type=_ints, default=None, help="override the target's batch sizes, e.g. 1,8,32")
     p.add_argument("--seq-lengths", type=_ints, default=None, help="override the target's sequence lengths, e.g. 64,128,256")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--min-runs", type=int, default=10, help="timed runs per configuration and round, at least (default 10)")
-    p.add_argument("--min-time", type=float, default=1.0,
+    p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--min-runs", type=positive_int, default=10, help="timed runs per configuration and round, at least (default 10)")
+    p.add_argument("--min-time", type=non_negative_float, default=1.0,
                    help="seconds of timed runs per configuration and round, at least (default 1.0)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs per worker (default 3)")
-    p.add_argument("--max-time", type=float, default=60.0,
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed warm-up runs per worker (default 3)")
+    p.add_argument("--max-time", type=positive_float, default=60.0,
                    help="a worker stops timing after this many seconds even below --min-runs (default 60)")
-    p.add_argument("--max-cv", type=float, default=0.10,
+    p.add_argument("--max-cv", type=positive_float, default=0.10,
                    help="warn when a configuration's coefficient of variation exceeds this (default 0.10)")
     torch_group = p.add_mutually_exclusive_group()
     torch_group.add_argument("--no-torch", dest="torch", action="store_false", default=None,
@@ -61,7 +63,6 @@ def add_parser(sub):
 def run(args) -> int:
     import dataclasses
     import os
-    from pathlib import Path
 
     from rich.console import Console
 
@@ -70,13 +71,9 @@ def run(args) -> int:
     from ..bench.targets import TargetError, resolve_target
     from ..errors import GlpError
     from ..manifest import RunDir
+    from ..preflight import writable_file
     from ..progress import make_progress
-
-    for name in ("rounds", "min_runs", "warmup"):
-        if getattr(args, name) < (0 if name == "warmup" else 1):
-            raise GlpError(f"--{name.replace('_', '-')} must be >= {0 if name == 'warmup' else 1}")
-    if args.min_time < 0 or args.max_time <= 0 or args.max_cv <= 0:
-        raise GlpError("--min-time must be >= 0, --max-time and --max-cv > 0")
+    from ..runlock import acquire
 
     target = resolve_target(args.device)
     if args.tensorrt:
@@ -97,7 +94,8 @@ def run(args) -> int:
                          "configuration and round"}
     host = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
             "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    out = Path(args.out) if args.out else results.latency_path(run_dir.path, target.name)
+    out = writable_file(args.out or results.latency_path(run_dir.path, target.name), "--out")
+    acquire(run_dir.path)  # latency/ and report.md are written into the run: one writer at a time
     console = Console(stderr=True)
     console.print(f"latency on target [bold]{target.name}[/] ({target.provider}): {len(plan.configs)} configurations "
                   f"x {args.rounds} rounds from {run_dir.path}")

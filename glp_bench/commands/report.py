@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import positive_int
+from ._common import non_negative_float, positive_int
 
 FORMATS = ("table", "markdown", "json", "csv")
 
@@ -22,7 +22,7 @@ def add_parser(sub):
                    help="run directory; repeat to combine runs (default: the only one under ./runs)")
     p.add_argument("--target", "--device", dest="targets", action="append", default=None, metavar="NAME",
                    help="latency target (latency/NAME.json); repeatable (default: every target measured)")
-    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="POINTS",
+    p.add_argument("--max-drop", type=non_negative_float, default=DEFAULT_MAX_DROP, metavar="POINTS",
                    help="recommend the fastest artifact whose main dev score is at most this many GLUE points "
                    "(metric x 100) below the full model (default %(default)s)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
@@ -46,9 +46,13 @@ def run(args) -> int:
     from ..bench.plan import find_run_dir
     from ..errors import GlpError
     from ..jsonio import atomic_write_text
+    from ..preflight import writable_file
     from ..report import build_report
     from ..report_render import render_rich, to_csv, to_json, to_markdown
 
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        if path:
+            writable_file(path, option)  # before reading anything
     runs = args.runs or [find_run_dir(None)]
     if len(set(runs)) != len(runs):
         raise GlpError(f"--run given twice for the same directory ({', '.join(runs)})")
