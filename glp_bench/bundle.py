@@ -38,6 +38,7 @@ the max length, and the dev split(s) classified by the runtime and scored: {"sta
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
 import shutil
@@ -400,6 +401,24 @@ def replace_dir(tmp: Path, out: Path) -> None:
         os.rename(tmp, out)
 
 
+def clean_stale(out: Path) -> list[Path]:
+    """Remove what a killed deploy to ``out`` left (``.NAME.tmp-*``; ``.NAME.old-*`` is moved back when
+    ``out`` itself is gone). Call only while holding ``out``'s lock: then no other deploy owns them."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for p in sorted(out.parent.glob(f".{glob.escape(out.name)}.old-*")):
+        if not out.exists():
+            os.rename(p, out)  # killed between the two renames of replace_dir: the old bundle comes back
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    for p in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
 def check_out(out: Path, force: bool) -> None:
     if out.exists() or out.is_symlink():
         if not force:
@@ -414,21 +433,25 @@ def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike,
            step=None) -> DeployResult:
     """Write the bundle of the selected model for ``target_spec`` to ``out`` (atomically)."""
     from .bench.targets import resolve_target
-    from .data import load_task_data
+    from .data import has_local_data, load_task_data
     from .models import load_tokenizer
-    from .tasks import get_task
+    from .tasks import task_of_run
     from .variants import VARIANTS
 
     step = step or (lambda _msg: None)
     run = RunDir(run_dir).load()
     target = resolve_target(target_spec)
     out = Path(out).expanduser()
+    from .runlock import acquire
+
+    acquire(out)  # one deploy per --out at a time; what a killed one left is then stale
+    clean_stale(out)
     check_out(out, force)
     if variant is not None and variant not in VARIANTS:
         raise DeployError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if threads is not None and threads < 0:
         raise DeployError(f"--threads must be >= 0 (0 = ONNX Runtime's default), got {threads}")
-    task = get_task(run.config["task"])
+    task = task_of_run(run.config)
     sel = select(run, target, depth, max_drop, strategy, variant)
     rec = run.models[sel.name]
     onnx_rec = rec["onnx"][sel.variant]
@@ -449,7 +472,7 @@ def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike,
     data = None
     if check:
         folder = data_dir or run.config.get("data_dir") or os.environ.get("GLP_BENCH_DATA")
-        if folder:
+        if folder or has_local_data(task):  # a custom task's files, the bundled CoLA
             step("dev data")
             data = load_task_data(task, folder)
 

@@ -243,14 +243,14 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
     if not rd.data:
         rd.load()
     from .bench import results
-    from .tasks import get_task
+    from .tasks import task_of_run
 
     finished = rd.finished_models()
     if not finished:
         raise RunDirError(f"{rd.path} has no fine-tuned model yet (empty run); run 'glp-bench prune' "
                           f"(or 'glp-bench prune-and-export') to fill it")
     task_name = rd.config.get("task")
-    task = get_task(task_name)
+    task = task_of_run(rd.config)
     main_key = task.main_dev_key
     full_depth, ref_name = full_depth_model(rd)
     reference = (finished.get(ref_name) or {}).get("dev_scores") if ref_name else None

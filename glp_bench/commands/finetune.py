@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ._common import add_device_arg, add_task_model_args, parse_layers, positive_float, positive_int, quiet_hf
+from ._common import (
+    add_device_arg,
+    add_task_model_args,
+    epochs_float,
+    lr_float,
+    parse_layers,
+    positive_int,
+    quiet_hf,
+    seed_int,
+)
 
 
 def add_parser(sub):
@@ -14,34 +23,43 @@ def add_parser(sub):
     )
     add_task_model_args(p)
     add_device_arg(p)
-    p.add_argument("--out", default=None, help="output folder (default runs/<task>-<model>/finetune)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<task>-<model>/finetune); must not hold "
+                   "a result yet, unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing result at --out (the old one is moved aside to <out>.bak-<time>)")
     p.add_argument("--drop-layers", default=None, help="comma-separated encoder layers to remove first, e.g. 3,5")
-    p.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs (default 3)")
-    p.add_argument("--lr", type=positive_float, default=2e-5, help="peak learning rate (default 2e-5)")
+    p.add_argument("--epochs", type=epochs_float, default=3.0, help="training epochs (default 3)")
+    p.add_argument("--lr", type=lr_float, default=2e-5, help="peak learning rate (default 2e-5)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
     p.add_argument("--max-length", type=positive_int, default=128, help="max tokens per example (default 128)")
     p.add_argument("--max-samples", type=positive_int, default=None, help="train on at most this many examples")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--seed", type=seed_int, default=42, help="random seed (default 42)")
     p.add_argument("--pad-to-max", action="store_true", help="pad every example to --max-length (the paper's protocol; slow)")
     return p
 
 
 def run(args) -> int:
+    import os
+    import shutil
     from pathlib import Path
 
     from rich.console import Console
 
     from ..data import load_task_data
+    from ..errors import GlpError
+    from ..identity import model_identity
     from ..jsonio import atomic_write_json, stamp
-    from ..manifest import default_run_dir
+    from ..manifest import default_run_dir, now
     from ..models import load_classifier, load_tokenizer, model_slug, resolve_model
+    from ..preflight import writable_dir
     from ..progress import make_progress
     from ..surgery import drop_layers, kept_layers
-    from ..tasks import flatten_scores, get_task
+    from ..task_def import task_from_args
+    from ..tasks import flatten_scores
     from ..train import TrainConfig, evaluate, fine_tune, resolve_device, tokenize
 
     quiet_hf()
-    task = get_task(args.task)
+    task = task_from_args(args)
     device = resolve_device(args.device)
     model_id = resolve_model(args.model)
     data = load_task_data(task, args.data_dir)
@@ -49,6 +67,11 @@ def run(args) -> int:
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                       seed=args.seed, max_samples=args.max_samples, pad_to_max=args.pad_to_max)
     out = Path(args.out) if args.out else default_run_dir(task.name, model_slug(model_id)) / "finetune"
+    writable_dir(out, "--out")  # before the training, not after it
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise GlpError(f"--out {out} already holds a result; add --force to replace it (the old one is moved "
+                       "aside) or choose another --out")
+    model_identity(model_id)  # a truncated or garbage safetensors file fails now
     console = Console(stderr=True)
 
     model = load_classifier(model_id, task, seed=cfg.seed)
@@ -62,12 +85,26 @@ def run(args) -> int:
         stats = fine_tune(model, enc["train"], tokenizer, cfg, device, progress, description=f"{task.name}")
     scores = flatten_scores(task, evaluate(model, {s: enc[s] for s in task.dev_splits}, tokenizer, task, device))
 
-    model.save_pretrained(out / "model", safe_serialization=True)
-    tokenizer.save_pretrained(out / "model")
-    atomic_write_json(out / "scores.json", stamp("glp-bench-finetune", 1, {
+    if out.exists() and any(out.iterdir()):  # --force: keep the old result beside, never delete it
+        backup = Path(f"{out}.bak-{now().replace(':', '').replace('+00:00', '')}")
+        out.rename(backup)
+        console.print(f"moved the old result to {backup}")
+    # written beside, then moved into place: a crash leaves the old result or the new one, never a mix
+    staged = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save_pretrained(staged / "model", safe_serialization=True)
+    tokenizer.save_pretrained(staged / "model")
+    atomic_write_json(staged / "scores.json", stamp("glp-bench-finetune", 1, {
         "task": task.name, "model": model_id, "kept_layers": kept_layers(model.config), "device": device,
         "train_config": cfg.to_dict(), "train": stats, "dev_scores": scores,
     }))
+    if out.exists() and any(out.iterdir()):  # --force: keep the old result beside, never delete it
+        backup = Path(f"{out}.bak-{now().replace(':', '').replace('+00:00', '')}")
+        out.rename(backup)
+        console.print(f"moved the old result to {backup}")
+    elif out.exists():
+        out.rmdir()
+    staged.rename(out)
     Console().print(
         f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         + f"  ({stats['seconds']:.0f} s training, {stats['examples_per_s']:.0f} examples/s) -> {out}"
