@@ -81,6 +81,7 @@ def run(args) -> int:
             raise TargetError(f"--tensorrt needs a cuda target; {target.name} is a {target.device} target")
         target = dataclasses.replace(target, tensorrt=True)
     run_dir = RunDir(find_run_dir(args.run_dir)).load()
+    acquire(run_dir.path)  # latency/ and report.md are written into the run: one writer at a time
     plan = make_plan(run_dir, target, models=args.models, variants=args.variants, threads=args.threads,
                      batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths, torch_reference=args.torch)
     runner.check_providers(plan.configs)  # a missing provider fails before any work
@@ -95,7 +96,6 @@ def run(args) -> int:
     host = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
             "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
     out = writable_file(args.out or results.latency_path(run_dir.path, target.name), "--out")
-    acquire(run_dir.path)  # latency/ and report.md are written into the run: one writer at a time
     console = Console(stderr=True)
     console.print(f"latency on target [bold]{target.name}[/] ({target.provider}): {len(plan.configs)} configurations "
                   f"x {args.rounds} rounds from {run_dir.path}")
