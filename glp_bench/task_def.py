@@ -120,6 +120,7 @@ def normalize(raw: Mapping, src: str, base: Path | None = None, check_files: boo
     regression = raw.get("regression", False)
     if not isinstance(regression, bool):
         raise TaskError(f"{src}: regression must be true or false, got {regression!r}")
+    out["regression"] = regression
     if regression:
         if raw.get("labels"):
             raise TaskError(f"{src}: a regression task has no labels; remove labels or regression")

@@ -77,6 +77,7 @@ def test_jsonl_pair_regression_and_class_ids(tmp_path):
     task = build(from_flags("sim", str(tmp_path / "train.jsonl"), str(tmp_path / "dev.jsonl"), "q,a", "score",
                             None, True, None, None))
     assert task.is_regression and task.text_keys == ("q", "a") and task.metric_fn.names == ("pearson", "spearman")
+    assert task_of_run({"task": "sim", "task_def": task.definition}).is_regression  # the stored copy too
     data = load_task_data(task)
     assert data["train"]["label"] == [4.5, 0.5] and data["validation"]["a"] == ["ten years", "me"]
     logits = np.array([[0.0], [1.0], [2.5]])
