@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -28,13 +29,33 @@ def _positive(text: str) -> int:
     return v
 
 
-def _non_negative_float(text: str) -> float:
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535 (0 = any free port), got {text!r}")
+    return v
+
+
+def _wait_ms(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+        v = math.nan
+    if not 0 <= v <= 10_000:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 10000, got {text!r}")
     return v
 
 
@@ -51,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("bundle", help="the bundle folder written by 'glp-bench deploy --out'")
         sp.add_argument("--provider", default=None,
                         help="cpu, cuda or tensorrt (or an ONNX Runtime provider name); default: the bundle's target's")
-        sp.add_argument("--threads", type=int, default=None,
+        sp.add_argument("--threads", type=_non_negative_int, default=None,
                         help="intra-op threads (0 = ONNX Runtime's default); default: the bundle's target's")
         sp.add_argument("--batch-size", type=_positive, default=None,
                         help="inputs per model call, sorted by length (default: the bundle's, 64)")
@@ -69,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP server: GET /health, GET /info, POST /predict")
     common(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    sv.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any free port)")
     sv.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
                     help=f"most inputs the batcher joins into one model call (default {DEFAULT_MAX_BATCH})")
-    sv.add_argument("--max-wait-ms", type=_non_negative_float, default=DEFAULT_MAX_WAIT_MS,
+    sv.add_argument("--max-wait-ms", type=_wait_ms, default=DEFAULT_MAX_WAIT_MS,
                     help=f"how long the batcher waits for more requests (default {DEFAULT_MAX_WAIT_MS:g} ms)")
     sv.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY,
                     help=f"largest request body accepted (default {DEFAULT_MAX_BODY}); larger: HTTP 413")

@@ -11,7 +11,8 @@ A bundle is one folder (format ``glp-bench-bundle``, version 1)::
     tokenizer.json  the fast tokenizer (Hugging Face ``tokenizers`` format)
 
 ``load_bundle`` refuses a folder that is not a bundle, a manifest of another format or a newer version,
-a missing or unlisted required file, and any file whose size or sha256 differs from the manifest:
+a missing or unlisted required file, a file in the folder the manifest does not list, and any file whose
+size or sha256 differs from the manifest:
 a bundle is only served exactly as ``glp-bench deploy`` wrote it. (Checksums detect corruption and
 incomplete copies; they are not a signature against someone who can also edit the manifest.)
 
@@ -150,6 +151,10 @@ def verify_files(path: Path, manifest: dict) -> None:
             )
         if sha256_file(f) != rec["sha256"].lower():
             raise BundleError(f"{f} does not match its sha256 in {MANIFEST}: the file was modified or is corrupt; {FIX}")
+    extra = sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in files)
+    if extra:
+        raise BundleError(f"{path} holds {', '.join(extra[:5])}, which {MANIFEST} does not list: the bundle was "
+                          f"modified; remove {'them' if len(extra) > 1 else 'it'} or {FIX}")
 
 
 def check_runtime(path: Path, rt: dict) -> None:

@@ -13,8 +13,12 @@ special tokens, truncation to the bundle's max length (``longest_first`` for pai
 ``truncation=True``) and padding with the tokenizer's pad id. Inputs are sorted by length and run in
 batches of ``batch_size`` (64: the batches ``glp-bench export`` scored the dev set with), each padded
 to its longest member, and results come back in input order. With the same batches the logits equal
-the ones behind the bundle's expected dev score; for the int8 variant, whose activations are quantized
-per batch, other batch compositions can move logits slightly.
+the ones behind the bundle's expected dev score.
+
+Batch invariance: an input's result never depends on the other inputs it is classified with. The
+dynamically quantized int8 variant scales its activations over the whole batch, so its bundles run each
+input alone (``batch_invariant`` is False) unless ``run``/``predict`` get an explicit ``batch_size``;
+fp32, fp32-opt and fp16 run in batches (padding is masked; results agree to float rounding).
 """
 
 from __future__ import annotations
@@ -138,6 +142,16 @@ class Classifier:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether batching leaves each input's logits unchanged (False: dynamic int8 quantization, whose
+        activation scales span the whole batch). runtime.json's ``batch_invariant`` wins when present."""
+        rt = self.bundle.runtime
+        if isinstance(rt.get("batch_invariant"), bool):
+            return rt["batch_invariant"]
+        variant = (rt.get("model") or {}).get("variant") or (self.bundle.manifest.get("model") or {}).get("variant")
+        return variant != "int8"
+
     def normalize(self, item: object) -> tuple[str, ...]:
         """One input as this model's tuple of texts (InputError when it cannot be classified)."""
         return normalize(item, self.text_keys)
@@ -167,7 +181,7 @@ class Classifier:
             return np.zeros((0, width), dtype=np.float32), []
         encodings = self.tokenizer.encode_batch([t[0] if len(t) == 1 else t for t in texts])
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        size = batch_size or self.batch_size
+        size = batch_size or (self.batch_size if self.batch_invariant else 1)  # see batch_invariant
         logits = np.empty((len(texts), width), dtype=np.float32)
         for start in range(0, len(order), size):
             idx = order[start:start + size]

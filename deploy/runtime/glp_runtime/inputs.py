@@ -46,4 +46,9 @@ def normalize(item: object, text_keys: Sequence[str]) -> tuple[str, ...]:
             raise InputError(f"{key} must be a string, got {type(text).__name__}")
         if not text.strip():
             raise InputError(f"{key} is empty; there is nothing to classify")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{key} is not valid Unicode text (it holds a lone surrogate such as \\ud800); "
+                             "send UTF-8 text") from None
     return texts

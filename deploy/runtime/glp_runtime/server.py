@@ -10,14 +10,17 @@ Endpoints (JSON in, JSON out)::
                     -> {"predictions": [{"label", "label_id", "scores", "truncated"}, ...]} in input order
 
 Bad requests get a 4xx status and ``{"error": "..."}``, and the server keeps serving: 400 malformed
-JSON / undecodable body / wrong or empty fields, 404 unknown path, 405 wrong method, 411 no
-Content-Length, 413 body over ``--max-body-bytes`` or more than ``--max-inputs`` inputs. A failure
-inside the model answers 500 for the requests of that batch only.
+request line (or HTTP/0.9), malformed JSON, JSON nested deeper than ``MAX_DEPTH`` levels, undecodable
+body, text that is not valid Unicode (a lone surrogate such as ``"\ud800"``), wrong or empty fields;
+404 unknown path; 405 wrong method (PUT, DELETE, PATCH, HEAD, OPTIONS, ... on any path, POST on
+/health or /info, GET on /predict); 411 no Content-Length; 413 body over ``--max-body-bytes`` or more
+than ``--max-inputs`` inputs. A failure inside the model answers 500 for the requests of that batch only.
 
 Batching: request threads hand their inputs to one batcher thread, which takes every request already
 waiting (and waits at most ``--max-wait-ms`` for more, up to ``--max-batch`` inputs), runs them as one
 call and hands each request its own results. Under load, requests that arrive while the model is busy
-are served together in the next call.
+are served together in the next call. Joining requests never changes a result: a bundle whose variant is
+not batch-invariant (int8, dynamically quantized) runs each input alone (``Classifier.batch_invariant``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ DEFAULT_MAX_WAIT_MS = 2.0
 DRAIN_LIMIT = 16 << 20  # an oversized body up to this size is read and dropped so the client sees the 413
 REQUEST_TIMEOUT_S = 60.0
 SOCKET_TIMEOUT_S = 30.0
+MAX_DEPTH = 32  # JSON nesting accepted in a body (inputs need 3: {"inputs": [[a, b]]})
+REFUSED_METHODS = ("PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT")
 
 
 class RequestError(Exception):
@@ -131,6 +136,34 @@ class Batcher:
             return dict(self.stats)
 
 
+def nesting_depth(obj: object) -> int:
+    """How deeply lists and objects nest in ``obj`` (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict | list):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:
+                stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
+def decode_body(body: bytes) -> object:
+    """The JSON of a request body (RequestError 400 for undecodable, malformed or too deeply nested JSON)."""
+    too_deep = f"the JSON is nested deeper than {MAX_DEPTH} levels; send {{\"inputs\": [...]}} of texts"
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestError(400, "the body is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise RequestError(400, f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise RequestError(400, too_deep) from None
+    if nesting_depth(obj) > MAX_DEPTH:
+        raise RequestError(400, too_deep)
+    return obj
+
+
 def parse_request(obj: object, classifier, max_inputs: int) -> list[tuple[str, ...]]:
     """The inputs of a /predict body (RequestError 400/413 naming what is wrong)."""
     if isinstance(obj, dict) and "inputs" in obj:
@@ -183,11 +216,13 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             if app.access_log:
                 sys.stderr.write(f"{self.address_string()} - {fmt % args}\n")
 
-        def _send(self, status: int, obj: dict) -> None:
-            body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        def _send(self, status: int, obj: dict, allow: str | None = None) -> None:
+            body = json.dumps(obj, ensure_ascii=False).encode("utf-8", "backslashreplace")  # lone surrogates
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            if allow:
+                self.send_header("Allow", allow)
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -197,12 +232,28 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             self._send(status, {"error": message})
 
         def send_error(self, code, message=None, explain=None):
-            """Protocol-level errors (bad request line, unsupported method, ...) as JSON too."""
+            """Protocol-level errors (bad request line, unsupported method, ...) as JSON too, always with a
+            status line (a garbage request line leaves the handler in HTTP/0.9 mode, which has none)."""
             self.close_connection = True
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
             try:
                 self._error(code, message or f"{code} {HTTPStatus(code).phrase}")
             except (OSError, ValueError):
                 pass
+
+        def parse_request(self):
+            if not super().parse_request():
+                return False
+            if self.request_version == "HTTP/0.9":  # "GET /health" without a version: answer in HTTP/1.0
+                self.send_error(400, "HTTP/0.9 requests are not served; send an HTTP/1.0 or HTTP/1.1 request line")
+                return False
+            return True
+
+        def refuse_method(self):
+            self.close_connection = True
+            self._send(405, {"error": f"{self.command} is not served; use GET /health, GET /info or POST /predict"},
+                       allow="GET, POST")
 
         def do_GET(self):  # noqa: N802 - BaseHTTPRequestHandler's name
             path = self.path.split("?", 1)[0]
@@ -223,13 +274,7 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 self._error(status, f"POST {path} is not served; use POST /predict")
                 return
             try:
-                body = self._read_body()
-                try:
-                    obj = json.loads(body.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise RequestError(400, "the body is not UTF-8 text") from None
-                except json.JSONDecodeError as e:
-                    raise RequestError(400, f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+                obj = decode_body(self._read_body())
                 items = parse_request(obj, app.classifier, app.max_inputs)
                 try:
                     preds = app.batcher.submit(items).result(timeout=REQUEST_TIMEOUT_S)
@@ -276,6 +321,8 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 raise RequestError(400, f"the body ended after {len(body)} of {n} bytes")
             return body
 
+    for method in REFUSED_METHODS:
+        setattr(Handler, f"do_{method}", Handler.refuse_method)
     return Handler
 
 
