@@ -5,10 +5,12 @@ Both executors have the same small interface, used by ``glp_bench.commands.prune
 * ``device`` (the torch device the fine-tunes run on), ``slots`` (how many run at once), ``describe()``;
 * ``load(pruner)``: take the run's ``glp_bench.prune.Workload`` (Ray: ``ray.put`` it once);
 * ``calibrate() -> examples/s`` of the full model, for the time estimate;
-* ``score_many(removed, candidates)`` yields ``(candidate, score record)`` as candidates finish: the hook of
-  ``glp_bench.search.greedy_search``;
-* ``run_finals(jobs)`` with ``jobs = [(name, removed layers)]`` yields ``(name, record, staged folder)`` as
-  final models finish; the caller moves the folder into place with ``Pruner.install``.
+* ``scores(jobs)`` with ``jobs = [(key, Workload.score keyword arguments)]`` yields ``(key, score record)`` as
+  they finish (candidates, the recipe sweep's points); ``score_many(removed, candidates, **options)`` is the
+  hook of ``glp_bench.search.greedy_search`` built on it;
+* ``run_finals(jobs)`` with ``jobs = [(key, {"removed": [...], "seed": s, "save": bool})]`` yields ``(key,
+  record, staged folder or None)`` as final models finish; the caller moves a folder into place with
+  ``Pruner.install``. A job with ``save`` false (an extra seed) only scores.
 
 The driver (this process) stays the only writer of the run directory: Ray workers return score records and,
 for final models, the bytes of the files they saved in a private temporary folder; the driver writes them.
@@ -127,15 +129,19 @@ class LocalExecutor:
     def calibrate(self) -> float:
         return self.pruner.work.calibrate()
 
-    def score_many(self, removed: tuple[int, ...], candidates: list[int]) -> Iterator[tuple[int, dict]]:
-        for c in candidates:
-            yield c, self.pruner.score(removed, c)
+    def scores(self, jobs) -> Iterator[tuple]:
+        for key, kw in jobs:
+            yield key, self.pruner.work.score(progress=self.pruner.progress, **kw)
 
-    def run_finals(self, jobs: list[tuple[str, list[int]]]) -> Iterator[tuple[str, dict, Path]]:
-        for name, removed in jobs:
-            staged = self.pruner.staging_dir(name)
-            record = self.pruner.work.final(removed, staged, self.pruner.progress, description=f"  final {name}")
-            yield name, record, staged
+    def score_many(self, removed: tuple[int, ...], candidates: list[int], **options) -> Iterator[tuple[int, dict]]:
+        return self.scores([(c, {"removed": removed, "candidate": c, **options}) for c in candidates])
+
+    def run_finals(self, jobs) -> Iterator[tuple]:
+        for key, kw in jobs:
+            staged = self.pruner.staging_dir(key[0]) if kw.get("save", True) else None
+            record = self.pruner.work.final(kw["removed"], staged, self.pruner.progress,
+                                            description=f"  final {_label(key)}", seed=kw.get("seed"))
+            yield key, record, staged
 
     def close(self) -> None:
         pass
@@ -167,18 +173,25 @@ def _prepare_worker(threads: int) -> None:
         pass
 
 
-def _score_task(work, removed: tuple[int, ...], candidate: int, threads: int) -> dict:
+def _label(key) -> str:
+    """``(name, seed)`` of a final job as text."""
+    return f"{key[0]} (seed {key[1]})" if isinstance(key, tuple) and key[1] is not None else str(key[0])
+
+
+def _score_task(work, kw: dict, threads: int) -> dict:
     _prepare_worker(threads)
-    return work.score(removed, candidate)
+    return work.score(**kw)
 
 
-def _final_task(work, removed: list[int], threads: int) -> tuple[dict, dict[str, bytes]]:
+def _final_task(work, kw: dict, threads: int) -> tuple[dict, dict[str, bytes] | None]:
     import tempfile
 
     _prepare_worker(threads)
+    if not kw.get("save", True):
+        return work.final(kw["removed"], None, seed=kw.get("seed")), None
     with tempfile.TemporaryDirectory(prefix="glp-bench-final-") as tmp:
         out = Path(tmp) / "model"
-        record = work.final(removed, out)
+        record = work.final(kw["removed"], out, seed=kw.get("seed"))
         files = {f.name: f.read_bytes() for f in sorted(out.iterdir()) if f.is_file()}
     return record, files
 
@@ -267,26 +280,32 @@ class RayExecutor:
             return value
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def score_many(self, removed: tuple[int, ...], candidates: list[int]) -> Iterator[tuple[int, dict]]:
-        step = len(removed) + 1
+    def scores(self, jobs) -> Iterator[tuple]:
         refs = {}
-        for c in candidates:
-            task = self._score.options(name=f"glp-candidate-s{step}-l{c}")
-            refs[task.remote(self.work_ref, tuple(removed), c, self.spec.cpus_per_task)] = (
-                c, f"candidate 'drop layer {c}' of GLP step {step}")
+        for key, kw in jobs:
+            c, step = kw.get("candidate"), len(kw.get("removed", ())) + 1
+            what = (f"candidate 'drop layer {c}' of GLP step {step}" if c is not None
+                    else f"recipe sweep point lr {kw.get('lr'):g}")
+            task = self._score.options(name=f"glp-candidate-s{step}-l{c}" if c is not None else "glp-recipe")
+            refs[task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)] = (key, what)
         yield from self._gather(refs)
 
-    def run_finals(self, jobs: list[tuple[str, list[int]]]) -> Iterator[tuple[str, dict, Path]]:
+    def score_many(self, removed: tuple[int, ...], candidates: list[int], **options) -> Iterator[tuple[int, dict]]:
+        return self.scores([(c, {"removed": tuple(removed), "candidate": c, **options}) for c in candidates])
+
+    def run_finals(self, jobs) -> Iterator[tuple]:
         refs = {}
-        for name, removed in jobs:
-            task = self._final.options(name=f"glp-final-{name}")
-            refs[task.remote(self.work_ref, list(removed), self.spec.cpus_per_task)] = (name, f"final fine-tune of {name}")
-        for name, (record, files) in self._gather(refs):
-            staged = self.pruner.staging_dir(name)
-            staged.mkdir()
-            for fname, data in files.items():
-                (staged / fname).write_bytes(data)
-            yield name, record, staged
+        for key, kw in jobs:
+            task = self._final.options(name=f"glp-final-{key[0]}")
+            refs[task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)] = (key, f"final fine-tune of {_label(key)}")
+        for key, (record, files) in self._gather(refs):
+            staged = None
+            if files is not None:
+                staged = self.pruner.staging_dir(key[0])
+                staged.mkdir()
+                for fname, data in files.items():
+                    (staged / fname).write_bytes(data)
+            yield key, record, staged
 
     def _gather(self, labels: dict) -> Iterator:
         """Yield ``(key, result)`` of the tasks ``{ref: (key, label)}`` as they finish. A task that failed for

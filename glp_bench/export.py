@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ExportError, GlpError, ModelError, RunDirError
+from .export_int8 import build_int8
+from .int8_select import resolve_candidate
 from .jsonio import atomic_write_json, sha256_file, stamp
 from .manifest import RunDir, now
 from .onnx_eval import (
@@ -39,6 +41,7 @@ from .onnx_eval import (
     torch_logits,
     validation_batches,
 )
+from .quant_exclude import DEFAULT_MAX_QUANT_DROP, calibration_batches, check_max_quant_drop
 from .variants import DEFAULT_VARIANTS, VARIANTS, build_variant, parse_variants, resolve_preset
 
 EXPORT_FORMAT = "glp-bench-export"
@@ -54,6 +57,8 @@ class ExportOptions:
     quant_preset: str = "auto"
     force: bool = False  # rebuild even what is up to date
     revalidate: bool = False  # only re-validate and re-score the files on disk
+    int8_candidate: str = "auto"  # glp_bench.int8_select: auto = build, time and keep the fastest
+    max_quant_drop: float = DEFAULT_MAX_QUANT_DROP  # GLUE points int8 may lose vs fp32 (glp_bench.quant_exclude)
 
 
 @dataclass
@@ -62,6 +67,7 @@ class ExportReport:
     main_key: str  # headline dev metric key
     records: dict[str, dict] = field(default_factory=dict)  # model name -> {variant: record}
     skipped: dict[str, list[str]] = field(default_factory=dict)  # model name -> up-to-date variants
+    int8_choice: dict = field(default_factory=dict)  # the int8 candidate timed once per run, reused
 
     @property
     def failures(self) -> list[tuple[str, str, str]]:
@@ -92,16 +98,9 @@ def weights_digest(model_dir: Path) -> str:
 
 
 def load_torch_model(model_dir: Path):
-    from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification
+    from .models import load_saved_classifier
 
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir} is missing or has no config.json; re-run 'glp-bench prune' to re-create it")
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    except (OSError, ValueError, SafetensorError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load {model_dir} ({first}); the folder is corrupt: re-run 'glp-bench prune'") from None
+    return load_saved_classifier(model_dir)
 
 
 def export_fp32(model_dir: Path, out_dir: Path, opset: int) -> None:
@@ -153,7 +152,7 @@ def evaluate_file(path: Path, variant: str, batches, reference, dev, tokenizer, 
 
 
 def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str, str], task, dev_for,
-                 report: ExportReport, step=None) -> None:
+                 report: ExportReport, step=None, calib_for=None) -> None:
     """Export, build variants, validate and score one model; records every variant's outcome."""
     rec = run.models[name]
     model_dir = run.path / rec["path"]
@@ -195,7 +194,7 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
         path = out_dir / spec.filename
         expected = {"source_sha256": source, "opset": opts.opset}
         if variant == "int8":
-            expected["preset"] = preset[0]
+            expected.update(preset=preset[0], int8_candidate=opts.int8_candidate, max_quant_drop=opts.max_quant_drop)
         if not opts.force and not opts.revalidate and not fp32_fresh and _is_current(old.get(variant), path, **expected):
             records[variant] = old[variant]
             report.skipped.setdefault(name, []).append(variant)
@@ -209,13 +208,14 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
             record.update(path=_rel(run, path), provider=spec.provider, revalidated=now())
         else:
             record = {"path": _rel(run, path), "provider": spec.provider, **expected, "exported": now()}
+        changed = False  # revalidate: the file differs from the one recorded at export (checked first)
         try:
             t0 = time.perf_counter()
             if opts.revalidate:
                 if not path.is_file():
                     raise ExportError(f"{path} does not exist; run 'glp-bench export' without --revalidate to build it")
-                if record.get("sha256") and record["sha256"] != sha256_file(path):
-                    record["changed_since_export"] = True
+                changed = bool(record.get("sha256")) and record["sha256"] != sha256_file(path)
+                record["changed_since_export"] = changed
             else:
                 step(f"{name} {variant}: building")
                 if variant == "fp32":
@@ -226,20 +226,29 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
                         from transformers import AutoConfig
 
                         model_config = AutoConfig.from_pretrained(out_dir)
-                    record["build"] = build_variant(variant, fp32_path, model_config, preset[0])
+                    if variant == "int8":
+                        record["build"] = build_int8(
+                            fp32_path, model_config, preset[0], choice=opts.int8_candidate,
+                            max_quant_drop=opts.max_quant_drop, model=name, chosen=report.int8_choice,
+                            calib=calib_for(model_dir) if calib_for else None, fp32_record=records.get("fp32"),
+                            score=lambda p: score_onnx(make_session(p), dev, tokenizer, task)[task.main_dev_key],
+                            main_key=task.main_dev_key)
+                    else:
+                        record["build"] = build_variant(variant, fp32_path, model_config, preset[0])
             build_s = time.perf_counter() - t0
-            record.update(size=path.stat().st_size, sha256=sha256_file(path))
+            digest = sha256_file(path)  # an edited file keeps its recorded sha256: never re-blessed
+            record.update(size=path.stat().st_size, **({"sha256_on_disk": digest} if changed else {"sha256": digest}))
             step(f"{name} {variant}: validating and scoring")
             result = evaluate_file(path, variant, batches, reference, dev, tokenizer, task)
             if not opts.revalidate:
                 result["seconds"] = {"build": build_s, **result["seconds"]}
             record.update(result)
-            if result["validation"]["passed"]:
-                record["status"] = "ok"
-            else:
-                record.update(status="failed", error=(
-                    f"max |logit difference| vs PyTorch {result['validation']['max_abs_diff']:.3g} "
-                    f"exceeds the tolerance {spec.tolerance:g}"))
+            errors = [f"{path.name} was edited since it was exported (its sha256 differs from the recorded one); "
+                      "re-export it with 'glp-bench export --force'"] if changed else []
+            if not result["validation"]["passed"]:
+                errors.append(f"max |logit difference| vs PyTorch {result['validation']['max_abs_diff']:.3g} "
+                              f"exceeds the tolerance {spec.tolerance:g}")
+            record.update({"status": "failed", "error": "; ".join(errors)} if errors else {"status": "ok"})
         except GlpError as e:
             record.update(status="failed", error=str(e))
         except Exception as e:  # noqa: BLE001 - a library failing on one model must not lose the others
@@ -249,7 +258,7 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
     _write_export_json(run, name, out_dir, opts, preset, records)
 
 
-_VERDICT = ("status", "error", "validation", "dev_scores", "seconds", "changed_since_export")
+_VERDICT = ("status", "error", "validation", "dev_scores", "seconds", "changed_since_export", "sha256_on_disk")
 
 
 def _rel(run: RunDir, path: Path) -> str:
@@ -265,7 +274,8 @@ def _write_export_json(run: RunDir, name: str, out_dir: Path, opts: ExportOption
         "task": run.config.get("task"),
         # this invocation's options; each variant's record says what its file was built with
         "options": {"mode": "revalidate" if opts.revalidate else "export", "variants": opts.variants,
-                    "opset": opts.opset, "quant_preset": preset[0], "quant_preset_reason": preset[1]},
+                    "opset": opts.opset, "quant_preset": preset[0], "quant_preset_reason": preset[1],
+                    "int8_candidate": opts.int8_candidate, "max_quant_drop": opts.max_quant_drop},
         "pytorch_dev_scores": rec.get("dev_scores"),
         "status": "ok" if all(r.get("status") == "ok" for r in records.values()) else "failed",
         "variants": records,
@@ -295,6 +305,16 @@ def _dev_loader(task, data, max_length: int):
     return get
 
 
+def _calib_loader(task, data, max_length: int):
+    """``model_dir -> calibration batches`` from the *train* split (int8 selection and sensitivity)."""
+    from .models import load_tokenizer
+
+    def get(model_dir: Path):
+        return calibration_batches(data["train"], load_tokenizer(str(model_dir)), task, max_length)
+
+    return get
+
+
 def check_opset(opset: int) -> int:
     import onnx
 
@@ -306,15 +326,17 @@ def check_opset(opset: int) -> int:
 
 def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int = DEFAULT_OPSET,
                data_dir: str | None = None, quant_preset: str = "auto", force: bool = False,
-               revalidate: bool = False, progress=None) -> ExportReport:
+               revalidate: bool = False, progress=None, int8_candidate: str = "auto",
+               max_quant_drop: float = DEFAULT_MAX_QUANT_DROP) -> ExportReport:
     """Export every fine-tuned model of ``run_dir``. Input problems (no run, no fine-tuned depths,
     unknown variant, fp16 without CUDA, missing data) raise before any work; per-model problems
     are recorded as failed and the rest carries on (see ``ExportReport.raise_for_failures``)."""
     from .data import load_task_data
-    from .tasks import get_task
+    from .tasks import task_of_run
 
     run = RunDir(run_dir).load()
-    opts = ExportOptions(parse_variants(variants), check_opset(opset), quant_preset, force, revalidate)
+    opts = ExportOptions(parse_variants(variants), check_opset(opset), quant_preset, force, revalidate,
+                         resolve_candidate(int8_candidate), check_max_quant_drop(max_quant_drop))
     models = run.finished_models()
     if not models:
         raise ExportError(f"{run.path} has no fine-tuned models (none with dev scores); run 'glp-bench prune' first")
@@ -323,9 +345,10 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     preset = resolve_preset(quant_preset)
     if not run.config.get("task"):
         raise RunDirError(f"{run.manifest_path} names no task in its config; it was not written by 'glp-bench prune'")
-    task = get_task(run.config["task"])
+    task = task_of_run(run.config)
     data = load_task_data(task, data_dir or run.config.get("data_dir"))
     dev_for = _dev_loader(task, data, int(run.config.get("max_length", 128)))
+    calib_for = _calib_loader(task, data, int(run.config.get("max_length", 128)))
     report = ExportReport(run.path, task.main_dev_key)
 
     task_id = progress.add_task("export", total=len(models) * len(opts.variants)) if progress is not None else None
@@ -335,7 +358,7 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
             progress.update(task_id, description=msg, advance=advance)
 
     for name in models:
-        export_model(run, name, opts, preset, task, dev_for, report, step)
+        export_model(run, name, opts, preset, task, dev_for, report, step, calib_for)
     if progress is not None:
         progress.update(task_id, description="export")
     return report

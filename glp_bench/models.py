@@ -116,3 +116,21 @@ def load_classifier(model: str, task, seed: int | None = None):
         return AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+
+
+def load_saved_classifier(model_dir):
+    """A fine-tuned model that glp-bench saved (a run's ``<name>/model``), in eval mode; a missing or corrupt
+    folder is a ``ModelError`` naming it."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir} is missing or has no config.json; re-run 'glp-bench prune' to re-create it")
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    except (OSError, ValueError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load {model_dir} ({first}); the folder is corrupt: re-run 'glp-bench prune'") from None

@@ -94,6 +94,28 @@ def decided_by(candidates: dict[int, float | dict], chosen: int) -> str:
     return "loss" if mine not in others else "layer index"
 
 
+def ranking(candidates: dict[int, float | dict]) -> list[int]:
+    """Candidates best first under :func:`choose`'s rule."""
+    return [k for k, _ in sorted(candidates.items(), key=lambda item: (*_rank(item[1]), item[0]), reverse=True)]
+
+
+def merge_records(first: Score, extra: Score) -> Score:
+    """One candidate's record over the seeds of both (a re-score adds seeds): mean score and loss over all."""
+    seeds = {**first.get("seeds", {}), **extra.get("seeds", {})}
+    if not seeds:
+        raise ValueError("merge_records needs per-seed records")
+    vals = list(seeds.values())
+    return {**first, "score": sum(v["score"] for v in vals) / len(vals),
+            "loss": sum(v["loss"] for v in vals) / len(vals), "metrics": None, "seeds": seeds,
+            "seconds": round(first.get("seconds", 0) + extra.get("seconds", 0), 2)}
+
+
+def step_pool(step: dict) -> dict[int, Score]:
+    """The candidates a step chose among: the re-scored ones when the step was re-scored, else all."""
+    pool = (step.get("rescore") or {}).get("candidates") or step["candidates"]
+    return {int(k): v for k, v in pool.items()}
+
+
 def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
     """Score candidates one after the other in this process (the local executor)."""
 
@@ -104,6 +126,9 @@ def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
     return score_many
 
 
+Assess = Callable[[int, dict[int, Score], int, list[int]], dict]
+
+
 def greedy_search(
     layers: Iterable[int],
     min_depth: int,
@@ -111,9 +136,17 @@ def greedy_search(
     log: list[dict],
     on_update: Callable[[], None] = lambda: None,
     on_step: Callable[[int, int, int], None] = lambda step, n_steps, n_cand: None,
+    assess: Assess | None = None,
+    rescore_close: int = 0,
+    rescore_many: ScoreMany | None = None,
 ) -> list[int]:
     """Greedy removal order down to ``min_depth`` layers. ``log`` is the (possibly partial) search log to
-    resume from; it is extended in place: ``{"removed": [...], "candidates": {"<layer>": Score}, "chosen"}``."""
+    resume from; it is extended in place: ``{"removed": [...], "candidates": {"<layer>": Score}, "chosen"}``.
+
+    ``assess(step_index, pool, chosen, ranking)`` returns the step's noise record (``glp_bench.noise.assess``:
+    ``within_noise``, ``p_best``, intervals), stored as ``step["noise"]``. With ``rescore_close = K > 0``, a
+    step decided within noise re-scores its K best candidates with ``rescore_many`` (extra seeds; the records
+    are merged, mean over all seeds), logged as ``step["rescore"]``, and chooses among those K."""
     remaining = sorted(layers)
     if not 1 <= min_depth <= len(remaining):
         raise ValueError(f"min_depth {min_depth} outside 1..{len(remaining)}")
@@ -131,7 +164,24 @@ def greedy_search(
             for cand, result in score_many(tuple(removed), todo):
                 step["candidates"][str(cand)] = result
                 on_update()
-            step["chosen"] = choose({int(k): v for k, v in step["candidates"].items()})
+            pool = step_pool(step)
+            if assess is not None and rescore_close > 0 and rescore_many is not None and len(pool) > 1:
+                order = ranking(pool)
+                if "rescore" not in step:
+                    first = assess(step_idx, pool, order[0], order)
+                    step["rescore"] = {"noise_before": first, "layers": order[:rescore_close] if first["within_noise"]
+                                       else [], "candidates": {}}
+                    on_update()
+                rs = step["rescore"]
+                todo = [c for c in rs["layers"] if str(c) not in rs["candidates"]]
+                for cand, extra in rescore_many(tuple(removed), todo):
+                    rs["candidates"][str(cand)] = merge_records(step["candidates"][str(cand)], extra)
+                    on_update()
+                pool = step_pool(step)
+            chosen = choose(pool)
+            if assess is not None:
+                step["noise"] = assess(step_idx, pool, chosen, ranking(pool))
+            step["chosen"] = chosen
             on_update()
         removed.append(step["chosen"])
         remaining.remove(step["chosen"])

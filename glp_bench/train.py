@@ -7,6 +7,8 @@ padded to 128 tokens), batches are padded dynamically to their longest member an
 tokens. ``pad_to_max=True`` reproduces the paper's padding (used by the speed benchmark).
 
 Deterministic on CPU for a given seed: the head init, data order and dropout all draw from ``seed``.
+``precision`` (bf16/fp16 autocast, ``glp_bench.precision``) and distillation from a teacher's logits
+(``glp_bench.distill``) are options of the same loop.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class TrainConfig:
     max_samples: int | None = None  # cap on training examples (search budgets)
     pad_to_max: bool = False  # the paper's protocol: pad everything to max_length
     group_by_length: bool = True
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16 (glp_bench.precision)
+    distill_alpha: float = 0.0  # weight of the teacher's soft targets (0: no distillation; glp_bench.distill)
+    distill_temperature: float = 2.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,12 +99,23 @@ def _loader(encoded, tokenizer, cfg: TrainConfig, shuffle: bool, seed: int):
 
 
 def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "cpu", progress=None,
-              description: str = "fine-tune"):
-    """Fine-tune ``model`` in place on a tokenized split; returns ``{"steps", "seconds", "examples_per_s"}``."""
+              description: str = "fine-tune", teacher_logits: np.ndarray | None = None):
+    """Fine-tune ``model`` in place on a tokenized split; returns ``{"steps", "seconds", "examples_per_s"}``.
+    With ``cfg.distill_alpha > 0``, ``teacher_logits`` (one row per example of ``encoded_train``) are the soft
+    targets."""
     import torch
     from transformers import get_linear_schedule_with_warmup, set_seed
 
+    from .distill import distill_loss
+    from .precision import autocast
+
     set_seed(cfg.seed)
+    distill = cfg.distill_alpha > 0
+    if distill:
+        if teacher_logits is None or len(teacher_logits) != len(encoded_train):
+            raise ValueError("distillation needs one row of teacher logits per training example")
+        teacher = torch.as_tensor(np.asarray(teacher_logits, dtype=np.float32))
+        encoded_train = encoded_train.add_column("glp_row", list(range(len(encoded_train))))
     if cfg.max_samples is not None and len(encoded_train) > cfg.max_samples:
         encoded_train = encoded_train.shuffle(seed=cfg.seed).select(range(cfg.max_samples))
     loader = _loader(encoded_train, tokenizer, cfg, shuffle=True, seed=cfg.seed)
@@ -113,18 +129,36 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     ]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    regression = getattr(model.config, "problem_type", None) == "regression" or model.config.num_labels == 1
     accepted = model_input_names(model)
-    task_id = progress.add_task(description, total=total) if progress is not None else None
+    task_id = progress.add_task(description, total=total, steps=True) if progress is not None else None  # steps: no log line each
     step, examples, start = 0, 0, time.perf_counter()
     first_step = None  # seconds of the first step (warm-up), excluded from the steady throughput
     epoch = 0
     while step < total:
         for batch in loader:
+            rows = batch.pop("glp_row", None)
             batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
-            loss = model(**batch).loss
-            loss.backward()
+            with autocast(cfg.precision, device):
+                if distill:
+                    labels = batch.pop("labels")
+                    out = model(**batch)
+                    loss = distill_loss(out.logits, labels, teacher[rows], cfg.distill_alpha,
+                                        cfg.distill_temperature, regression)
+                else:
+                    loss = model(**batch).loss
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -144,7 +178,21 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     model.eval()
     steady = (examples - first_step[1]) / max(seconds - first_step[0], 1e-9) if step > 1 else examples / max(seconds, 1e-9)
     return {"steps": step, "examples": examples, "seconds": seconds, "examples_per_s": examples / max(seconds, 1e-9),
-            "steady_examples_per_s": steady}
+            "steady_examples_per_s": steady, "precision": cfg.precision}
+
+
+def reseed_head(model, seed: int):
+    """Re-initialise everything outside the pre-trained encoder (the task head) from ``seed``: what a fresh
+    ``from_pretrained`` after ``set_seed(seed)`` would give, without reloading. Used for extra seeds."""
+    import torch
+
+    prefix = model.base_model_prefix
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name, module in model.named_modules():
+            if name and not name.startswith(prefix) and not list(module.children()):
+                model._init_weights(module)
+    return model
 
 
 def predict(model, encoded, tokenizer, device: str = "cpu", batch_size: int = 64) -> np.ndarray:

@@ -8,10 +8,16 @@ import math
 from ._common import (
     add_device_arg,
     add_task_model_args,
+    epochs_float,
+    lr_float,
     non_negative_int,
     positive_float,
     positive_int,
     quiet_hf,
+    seed_int,
+    seeds_int,
+    unit_float,
+    warmup_float,
 )
 
 
@@ -22,20 +28,48 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: glp (greedy search, default), top, bottom, alternate, random; "
                    "e.g. glp,top compares them on a shared full-depth reference")
     p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
-                   help="paper: 3 epochs per candidate on the full 85%% split at lr 2e-5; fast (default): 3 "
-                   "epochs on at most 2000 examples per candidate at lr 5e-5; both: the paper's final fine-tuning "
-                   "(3 epochs on all of train at lr 2e-5); smoke: tiny, for tests")
+                   help="paper: the paper's protocol (3 epochs per candidate on the full 85%% split, 3 epochs per "
+                   "final model on all of train, lr 2e-5, no warm-up, no distillation); fast (default): 3 epochs on "
+                   "at most 2000 examples per candidate, the paper's 3 final epochs, with --recipe auto and "
+                   "distillation; smoke: tiny, for tests")
+    g = p.add_argument_group("recipe and distillation (chosen on the train split, never on dev)")
+    g.add_argument("--recipe", default=None, choices=["auto", "paper"],
+                   help="auto (default; paper for --budget paper): sweep lr 2e-5, 5e-5, 1e-4, 2e-4 with a 10%% "
+                   "warm-up on the full-depth model (search budget, scored on the held-out 15%%) and use the winner "
+                   "everywhere; paper: the fixed learning rates of the budget, no warm-up")
+    g.add_argument("--warmup", type=warmup_float, default=None,
+                   help="warm-up share of the steps of every fine-tune (default 0.1 with --recipe auto, else 0)")
+    g.add_argument("--no-distill", dest="distill", action="store_false", default=None,
+                   help="fine-tune the pruned depths on the labels alone (default: distilled from the run's "
+                   "fine-tuned full-depth model, except with --budget paper)")
+    g.add_argument("--distill", dest="distill", action="store_true", help="distill even with --budget paper")
+    g.add_argument("--distill-alpha", type=unit_float, default=None,
+                   help="weight of the teacher's soft targets in (0, 1] (default 0.5)")
+    g.add_argument("--distill-temperature", type=positive_float, default=None,
+                   help="softmax temperature of distillation (default 2)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training precision: auto (default) = bf16 autocast on CPUs with AVX-512 BF16 or AMX and "
+                   "on bf16 GPUs, fp16 on older GPUs, else fp32; exported models are fp32 either way")
+    g = p.add_argument_group("seeds and noise")
+    g.add_argument("--search-seeds", type=seeds_int, default=1,
+                   help="seeds per GLP candidate, ranked by the mean (default 1)")
+    g.add_argument("--rescore-close", type=non_negative_int, default=0, metavar="K",
+                   help="re-score the K best candidates of a step decided within noise (paired bootstrap) with 2 "
+                   "extra seeds each (default 0: off)")
+    g.add_argument("--final-seeds", type=seeds_int, default=1,
+                   help="seeds per final model; the report shows mean and std; the first seed's model is the one "
+                   "saved and exported (default 1)")
     p.add_argument("--min-depth", type=int, default=None,
                    help="prune down to this many layers (default: half the depth, rounded up)")
-    p.add_argument("--search-epochs", type=positive_float, default=None, help="epochs per candidate (overrides --budget)")
+    p.add_argument("--search-epochs", type=epochs_float, default=None, help="epochs per candidate (overrides --budget)")
     p.add_argument("--search-samples", type=non_negative_int, default=None,
                    help="examples of the 85%% split per candidate, 0 = all (overrides --budget)")
-    p.add_argument("--epochs", type=positive_float, default=None, help="epochs of each final fine-tune (overrides --budget)")
-    p.add_argument("--lr", type=positive_float, default=None,
+    p.add_argument("--epochs", type=epochs_float, default=None, help="epochs of each final fine-tune (overrides --budget)")
+    p.add_argument("--lr", type=lr_float, default=None,
                    help="learning rate of all fine-tunes (default: 2e-5, and 5e-5 for the fast search)")
-    p.add_argument("--search-lr", type=positive_float, default=None,
+    p.add_argument("--search-lr", type=lr_float, default=None,
                    help="learning rate of the candidate fine-tunes only (overrides --lr and --budget)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the split, heads, data order (default 42)")
+    p.add_argument("--seed", type=seed_int, default=42, help="seed of the split, heads, data order (default 42)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<task>-<model>)")
     p.add_argument("--fresh", action="store_true",
                    help="start over: the existing run directory is moved aside to <dir>.bak-<time>, not deleted")
@@ -80,10 +114,10 @@ def prepare(args):
     from ..prune import RESUME_KEYS, check_min_depth, make_plan
     from ..search import parse_strategies
     from ..surgery import original_depth
-    from ..tasks import get_task
+    from ..task_def import task_from_args
     from ..train import resolve_device
 
-    task = get_task(args.task)
+    task = task_from_args(args)  # GLUE name, .toml file or --train/--dev flags
     strategies = parse_strategies(args.strategy)
     ray_opts = {"address": args.ray_address, "cpus_per_task": args.ray_cpus_per_task, "max_retries": args.ray_max_retries}
     given = {k: v for k, v in ray_opts.items() if v is not None}
@@ -101,9 +135,24 @@ def prepare(args):
     min_depth = check_min_depth(args.min_depth, depth)
     plan = make_plan(task.name, model, args.data_dir, strategies, args.budget, args.seed, min_depth,
                      args.device if spec.kind == "ray" else resolve_device(args.device),  # Ray: resolved on the cluster
-                     args.search_epochs, args.search_samples, args.epochs, args.lr, args.search_lr)
+                     args.search_epochs, args.search_samples, args.epochs, args.lr, args.search_lr,
+                     recipe=args.recipe, warmup=args.warmup, distill=args.distill, distill_alpha=args.distill_alpha,
+                     distill_temperature=args.distill_temperature, precision=args.precision,
+                     search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds)
     plan.executor = spec
+    if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
+        from ..precision import resolve_precision
+
+        resolve_precision(plan.precision, plan.device)
+    plan.task_def = task.definition  # a custom task lives in the run config
     run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
+    from ..identity import check_identity, current_identity
+    from ..preflight import writable_dir
+    from ..runlock import acquire
+
+    writable_dir(run.path, "--run-dir")
+    acquire(run.path)  # one writer per run directory, held until this process ends
+    run.identity = current_identity(task, model, args.data_dir)  # a Task: custom ones too
     if run.exists() and args.fresh:
         backup = Path(f"{run.path}.bak-{now().replace(':', '').replace('+00:00', '')}")
         run.path.rename(backup)
@@ -111,6 +160,7 @@ def prepare(args):
     if run.exists():
         run.load()
         run.check_compatible(plan.config(depth), RESUME_KEYS)
+        check_identity(run, run.identity)
     return plan, run
 
 
@@ -131,24 +181,43 @@ def _budget_text(plan) -> str:
 
 
 def execute(plan, run, console):
-    """Run (or resume) the search and the final fine-tunes with ``plan.executor``; returns the removal order
-    per strategy. This process is the only writer of the run directory, whichever executor runs the work."""
+    """Run (or resume) the recipe sweep, the search and the final fine-tunes with ``plan.executor``; returns
+    the removal order per strategy. This process is the only writer of the run directory, whichever executor
+    runs the work."""
     from dataclasses import replace
 
+    from ..data import describe_data
     from ..executors import open_executor
+    from ..precision import resolve_precision
     from ..progress import make_progress
-    from ..prune import Pruner, estimate_seconds, final_jobs, removal_orders, search_waves
+    from ..prune import (
+        Pruner,
+        candidate_scorer,
+        estimate_seconds,
+        removal_orders,
+        run_finals,
+        run_sweep,
+        search_waves,
+        step_assessor,
+        with_recipe,
+    )
 
     with open_executor(plan.executor, plan.device) as executor, make_progress() as progress:
-        plan = replace(plan, device=executor.device)
+        precision = resolve_precision(plan.precision, executor.device)
+        plan = replace(plan, device=executor.device, search=replace(plan.search, precision=precision),
+                       final=replace(plan.final, precision=precision))
         pruner = Pruner(plan, run, progress, console)
-        executor.load(pruner)
         n, min_depth = len(pruner.layers), plan.min_depth
         if run.exists():  # strategies may be added to an existing run
             run.config["strategies"] = list(dict.fromkeys(run.config["strategies"] + plan.strategies))
             run.save()
         else:
             run.create(plan.config(n))
+        chosen = (run.data.get("recipe") or {}).get("chosen")
+        if plan.sweep and chosen:
+            plan = with_recipe(plan, chosen["lr"])
+        pruner.use(plan)
+        executor.load(pruner)
 
         # The plan, with a time estimate from a short calibration of the full model where the work runs
         # (Workload.calibrate), and rounds of executor.slots parallel fine-tunes.
@@ -161,13 +230,17 @@ def execute(plan, run, console):
         cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
         waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
             if "glp" in plan.strategies else 0
-        final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots)
-        est = estimate_seconds(waves, final_waves, search_ex, final_ex, ex_per_s / cost)
+        final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots) * plan.final_seeds
+        sweep_waves = math.ceil(len(plan.sweep["lrs"]) / executor.slots) if plan.sweep and not chosen else 0
+        est = estimate_seconds(waves * plan.search_seeds + sweep_waves / cost, final_waves, search_ex, final_ex,
+                               ex_per_s / cost)
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
-            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan)}); {n_search} candidate fine-tunes "
-            f"({_glp_done(run)} done), up to {n_final} final fine-tunes ({_finals_done(run)} done); "
-            f"executor {executor.describe()}; estimated {est / 60:.0f} min; run directory {run.path}"
+            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan)}); {_recipe_text(plan, run)}; "
+            f"{n_search} candidate fine-tunes x {plan.search_seeds} seed(s) ({_glp_done(run)} done), up to {n_final} "
+            f"final fine-tunes x {plan.final_seeds} seed(s) ({_finals_done(run)} done); precision {precision}; "
+            f"{describe_data(pruner.task, plan.data_dir)}; executor {executor.describe()}; "
+            f"estimated {est / 60:.0f} min; run directory {run.path}"
         )
         overall = progress.add_task("glp-bench prune", total=n_search + n_final)
 
@@ -179,17 +252,37 @@ def execute(plan, run, console):
             progress.update(overall, description=f"GLP step {step + 1}/{n_steps} ({n_cand} candidates)")
 
         on_update()
+        if plan.sweep and not chosen:
+            progress.update(overall, description="recipe sweep")
+            plan = with_recipe(plan, run_sweep(run, plan, executor.scores, on_update))
+            pruner.use(plan)
+            executor.load(pruner)
+            console.print(f"recipe: {_recipe_text(plan, run)}")
+        assess = step_assessor(run, pruner.task, pruner.work.held["labels"], plan.seed)
         orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step,
-                                score_many=executor.score_many)
-        jobs = final_jobs(run, pruner.layers, orders)
-        distinct = list(dict.fromkeys((name, tuple(kept)) for _, name, kept in jobs))
-        progress.update(overall, total=n_search + len(distinct), description="final fine-tunes")
-        todo = [(name, [i for i in pruner.layers if i not in kept]) for name, kept in distinct
-                if run.models[name].get("dev_scores") is None or not run.model_path(name).is_dir()]
-        for name, record, staged in executor.run_finals(todo):
-            run.models[name].update(pruner.install(name, record, staged))
-            on_update()
+                                score_many=candidate_scorer(run, executor, plan.search_seed_list()), assess=assess,
+                                rescore_close=plan.rescore_close,
+                                rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()))
+        progress.update(overall, description="final fine-tunes")
+        run_finals(pruner, executor, orders, plan, on_update)
     return orders
+
+
+def _recipe_text(plan, run) -> str:
+    rec = (run.data.get("recipe") or {}) if run.data else {}
+    if plan.recipe == "auto" and plan.sweep and not rec.get("chosen"):
+        lrs = ", ".join(f"{x:g}" for x in plan.sweep["lrs"])
+        text = f"recipe auto (lr sweep {lrs}, warm-up {plan.sweep['warmup_ratio']:g}, on the 85/15 split)"
+    elif plan.recipe == "auto" and plan.sweep:
+        pts = rec.get("points", {})
+        got = ", ".join(f"{k}: {v['score']:.3f}" for k, v in pts.items())
+        text = (f"recipe auto: lr {rec['chosen']['lr']:g} (held-out {got}; decided by {rec['chosen']['decided_by']}), "
+                f"warm-up {plan.final.warmup_ratio:g}")
+    else:
+        text = f"recipe {plan.recipe} (lr {plan.search.lr:g} / {plan.final.lr:g}, warm-up {plan.final.warmup_ratio:g})"
+    d = plan.final
+    return text + (f"; distillation alpha {d.distill_alpha:g}, T {d.distill_temperature:g}" if d.distill_alpha > 0
+                   else "; no distillation")
 
 
 def render(run, console) -> None:
@@ -221,26 +314,38 @@ def render_orders(run, orders: dict[str, list[int]], console) -> None:
     """The removal order per strategy and, for GLP, one line per step: the removed layer, its held-out score
     and loss, and which rule decided (the score, or a tie-break: held-out loss, then layer index). Warns
     when no step was decided by the score."""
-    from ..search import decided_by
-    from ..tasks import get_task
+    from ..search import decided_by, step_pool
+    from ..tasks import task_of_run
 
     for strategy, order in orders.items():
         console.print(f"{strategy}: removal order {order}")
     steps = [s for s in run.strategies.get("glp", {}).get("steps", []) if s.get("chosen") is not None]
     if not steps:
         return
-    metric = get_task(run.config["task"]).main_metric
+    metric = task_of_run(run.config).main_metric
     rules = []
     for i, step in enumerate(steps, 1):
-        chosen, cands = step["chosen"], step["candidates"]
-        rec = cands[str(chosen)]
-        rule = decided_by({int(k): v for k, v in cands.items()}, chosen)
+        chosen, cands = step["chosen"], step_pool(step)
+        rec = cands[chosen]
+        rule = decided_by(cands, chosen)
         rules.append(rule)
         why = {"score": f"best {metric}", "loss": f"tied on {metric}: lowest held-out loss",
                "layer index": "tied on score and loss: highest layer", "only candidate": "only candidate"}[rule]
         loss = f", loss {rec['loss']:.4f}" if rec.get("loss") is not None else ""
-        console.print(f"glp step {i}: removed layer {chosen} of {len(cands)} candidates (held-out {metric} "
-                      f"{rec['score']:.4f}{loss}; {why})")
+        rescored = (step.get("rescore") or {}).get("candidates")
+        seeds = f" over {len(rec['seeds'])} seeds" if len(rec.get("seeds") or {}) > 1 else ""
+        noise = step.get("noise") or {}
+        if noise:
+            lo, hi = noise["intervals"][str(chosen)]
+            sure = (f"; within noise: P(best) {noise['p_best']:.2f}, beats runner-up {noise['runner_up']} in "
+                    f"{noise['p_over_runner_up']:.0%} of bootstrap draws" if noise["within_noise"]
+                    else f"; clear: P(best) {noise['p_best']:.2f}")
+            sure = f", 95% interval {lo:.3f}..{hi:.3f}{sure}"
+        else:
+            sure = ""
+        more = f"; re-scored the {len(rescored)} best with extra seeds" if rescored else ""
+        console.print(f"glp step {i}: removed layer {chosen} of {len(step['candidates'])} candidates (held-out "
+                      f"{metric} {rec['score']:.4f}{seeds}{loss}; {why}{sure}{more})")
     if "score" not in rules:
         console.print(f"[yellow]note[/]: no GLP step was decided by {metric}: at every step the best held-out "
                       f"{metric} was shared by several candidates (often: all predict the majority class after "
