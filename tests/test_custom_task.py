@@ -185,3 +185,16 @@ def test_custom_flags_need_train(tmp_path):
     assert task_from_args(p.parse_args(["--task", "cola"])).name == "cola"
     with pytest.raises(TaskError, match="--labels defines a custom task and needs --train"):
         task_from_args(p.parse_args(["--task", "cola", "--labels", "a,b"]))
+
+
+def test_tasks_command_shows_a_definition_that_works(tmp_path, capsys):
+    from glp_bench import cli
+    from glp_bench.task_def import EXAMPLE
+
+    assert cli.main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert EXAMPLE in out and "--task my-task.toml" in out and "bundled" in out
+    write_csv(tmp_path / "train.csv", ["text", "label"], [("card charged twice", "billing"), ("crash", "bug")])
+    write_csv(tmp_path / "dev.csv", ["text", "label"], [("hi", "other")])
+    task = get_task(str(toml(tmp_path, EXAMPLE, "tickets.toml")))  # the example, as printed, is a valid task
+    assert task.name == "tickets" and load_task_data(task)["validation"]["label"] == [2]
