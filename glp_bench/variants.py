@@ -2,8 +2,10 @@
 
 * ``fp32-opt``: ONNX Runtime's transformer fusions (optimum's O2: Attention, SkipLayerNormalization,
   BiasGelu, ...; exact GELU kept) for the CPU. Still fp32, so it must match PyTorch like ``fp32``.
-* ``int8``: dynamic quantization (weights int8 offline, activations quantized per batch) of the
-  *fused* graph, so attention becomes ``QAttention``. The preset follows the target CPU (optimum's
+* ``int8``: dynamic quantization (weights int8 offline, activations quantized per batch). Several
+  candidates are built and the fastest for the target CPU is kept (``glp_bench.int8_select``): the
+  *fused* graph, where attention becomes ``QAttention``, and the plain graph through ORT's
+  ``quantize_dynamic``. The fused candidates' preset follows the target CPU (optimum's
   ``AutoQuantizationConfig``): ``avx512_vnni`` (u8s8: VNNI's dot product does not saturate),
   ``avx512`` (u8s8 without VNNI: ONNX Runtime's docs warn that VPMADDUBSW can saturate; compare the
   int8 dev score), ``avx2`` (u8u8 weights, which avoid that saturation) and ``arm64`` (u8s8).
@@ -47,7 +49,7 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         Variant("fp32", "model.onnx", CPU, FP32_TOLERANCE, "optimum export, fp32 (always built: the others derive from it)"),
         Variant("fp32-opt", "model.opt.onnx", CPU, FP32_TOLERANCE, "fp32 with ONNX Runtime transformer fusions (O2)"),
-        Variant("int8", "model.int8.onnx", CPU, None, "dynamic int8 quantization of the fused graph, CPU preset"),
+        Variant("int8", "model.int8.onnx", CPU, None, "dynamic int8, the fastest of several candidates for the CPU"),
         Variant("fp16", "model.fp16.onnx", CUDA, None, "fp16 with GPU fusions, for CUDAExecutionProvider"),
     )
 }
@@ -105,13 +107,14 @@ def resolve_preset(preset: str | None) -> tuple[str, str]:
     return preset, "chosen with --quant-preset"
 
 
-def quantization_config(preset: str, per_channel: bool = True):
+def quantization_config(preset: str, per_channel: bool = True, nodes_to_exclude: list[str] | None = None):
     """optimum's dynamic-quantization preset for ``preset``. Weights per channel (the presets' default):
     on all-MiniLM-L6-v2 (4 layers, CoLA dev) it halved the mean |logit error| vs fp32 (0.017 vs 0.033)
-    at the same file size and latency."""
+    at the same file size and latency. ``nodes_to_exclude`` stay fp32."""
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    return getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
+    return getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel,
+                                                   nodes_to_exclude=nodes_to_exclude or [])
 
 
 # --- building -------------------------------------------------------------------------------
@@ -139,36 +142,20 @@ def optimize_graph(src: Path, dst: Path, model_config, for_gpu: bool = False, fp
         os.replace(Path(tmp) / Path(src).name, dst)
 
 
-def quantize_int8(src: Path, dst: Path, model_config, preset: str, per_channel: bool = True) -> None:
-    """Dynamic int8 quantization of ``src`` (a fused graph) into ``dst`` with optimum's preset."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from optimum.onnxruntime import ORTQuantizer
-
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-") as tmp:
-        typed = Path(tmp) / "typed.onnx"
-        # Symbolic shape inference types the contrib ops' outputs (see the module docstring). The
-        # graph is already optimized, so ORT's optimization pass is skipped. auto_merge: the export's
-        # symbolic dims (batch_size, sequence_length) meet dims computed by Shape/Slice ops; without
-        # merging them the inference stops with "Incomplete symbolic shape inference".
-        quant_pre_process(str(src), str(typed), skip_optimization=True, auto_merge=True)
-        quantizer = ORTQuantizer(typed, config=model_config)
-        quantizer.quantize(quantization_config(preset, per_channel), save_dir=Path(tmp) / "out", file_suffix="")
-        os.replace(Path(tmp) / "out" / typed.name, dst)
-
-
-def build_variant(name: str, fp32_path: Path, model_config, preset: str) -> dict:
-    """Build variant ``name`` next to ``fp32_path``; returns build details for the record."""
+def build_variant(name: str, fp32_path: Path, model_config, preset: str, int8: str = "auto", **select) -> dict:
+    """Build variant ``name`` next to ``fp32_path``; returns build details for the record. For int8,
+    ``int8`` is a candidate name or ``auto`` (build and time them all: ``glp_bench.int8_select.select``,
+    which takes ``select``'s keyword arguments)."""
     variant = VARIANTS[name]
     dst = fp32_path.parent / variant.filename
     if name == "fp32-opt":
         optimize_graph(fp32_path, dst, model_config)
         return {"source": "fp32", "optimization": "O2", "fused_ops": _fused(dst)}
     if name == "int8":
-        with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".fused-") as tmp:
-            fused = Path(tmp) / "model.onnx"
-            optimize_graph(fp32_path, fused, model_config)
-            quantize_int8(fused, dst, model_config, preset)
-        return {"source": "fp32-opt", "preset": preset, "per_channel": True, "fused_ops": _fused(dst)}
+        from .int8_select import select as select_int8
+
+        record = select_int8(fp32_path, dst, model_config, preset, int8, **select)
+        return {**record, "fused_ops": _fused(dst)}
     if name == "fp16":
         optimize_graph(fp32_path, dst, model_config, for_gpu=True, fp16=True)
         return {"source": "fp32", "optimization": "O2 (GPU) + fp16", "fused_ops": _fused(dst)}

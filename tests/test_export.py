@@ -156,12 +156,12 @@ def test_onnx_graphs_have_dynamic_axes_and_the_pruned_depth(bert_run):
 
 
 def test_fused_graph_is_optimized_and_quantized(tmp_path):
-    """fp32-opt keeps fp32 accuracy; int8 quantizes the *fused* graph (QAttention), which ONNX
-    Runtime 1.32 only manages after symbolic shape inference."""
+    """fp32-opt keeps fp32 accuracy; the fused int8 candidate quantizes the *fused* graph (QAttention),
+    which ONNX Runtime 1.32 only manages after symbolic shape inference."""
     from glp_bench.export import export_run
 
     run_dir = make_run(tmp_path, "bert", {3: [2]})
-    export_run(run_dir, variants="fp32-opt,int8", quant_preset="avx2").raise_for_failures()
+    export_run(run_dir, variants="fp32-opt,int8", quant_preset="avx2", int8_candidate="fused").raise_for_failures()
     onnx = manifest(run_dir)["models"]["depth-03"]["onnx"]
     assert list(onnx) == ["fp32", "fp32-opt", "int8"]
     opt = onnx["fp32-opt"]

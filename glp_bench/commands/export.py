@@ -15,17 +15,46 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated ONNX variants (default %(default)s): "
         + "; ".join(f"{v.name} = {v.help}" for v in VARIANTS.values()),
     )
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    p.add_argument("--opset", type=_opset, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     p.add_argument(
         "--quant-preset", default="auto", choices=["auto", *PRESETS],
         help="int8 preset for the target CPU (default auto: detected from this CPU's flags; "
         "set it when the deployment CPU differs from this one)",
     )
+    from ..int8_select import CANDIDATES
+    from ..quant_exclude import DEFAULT_MAX_QUANT_DROP
+    from ._common import non_negative_float
+
+    p.add_argument(
+        "--int8-candidate", default="auto", choices=["auto", *CANDIDATES],
+        help="int8 recipe (default auto: build the candidates that fit the preset, time them briefly with the "
+        "latency harness on this CPU and keep the fastest; name one to skip the timing, e.g. when this CPU is "
+        "not the deployment CPU): " + "; ".join(f"{c.name} = {c.help}" for c in CANDIDATES.values()),
+    )
+    p.add_argument(
+        "--max-quant-drop", type=non_negative_float, default=DEFAULT_MAX_QUANT_DROP,
+        help="GLUE points int8 may lose vs fp32 on dev through ONNX Runtime (default %(default)s); beyond it the "
+        "most sensitive nodes (measured on train calibration inputs) stay fp32 until within budget",
+    )
+
+
+def _opset(text: str) -> int:
+    """argparse type: an opset this onnx supports, refused when the options are parsed (before a prune)."""
+    from ..errors import ExportError
+    from ..export import check_opset
+
+    try:
+        return check_opset(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    except ExportError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--opset {text} ")) from None
 
 
 def export_kwargs(args) -> dict:
     """The keyword arguments of ``glp_bench.export.export_run`` from parsed ``add_export_args`` options."""
-    return {"variants": args.variants, "opset": args.opset, "quant_preset": args.quant_preset}
+    return {"variants": args.variants, "opset": args.opset, "quant_preset": args.quant_preset,
+            "int8_candidate": args.int8_candidate, "max_quant_drop": args.max_quant_drop}
 
 
 def add_parser(sub):
@@ -89,10 +118,14 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..export import export_run
+    from ..manifest import RunDir
     from ..progress import make_progress
+    from ..runlock import acquire
     from ._common import quiet_hf
 
     quiet_hf()
+    if RunDir(args.run_dir).exists():
+        acquire(args.run_dir)  # export writes the manifest: one writer at a time
     with make_progress(transient=True) as progress:
         report = export_run(args.run_dir, data_dir=args.data_dir, force=args.force, revalidate=args.revalidate,
                             progress=progress, **export_kwargs(args))

@@ -1,0 +1,264 @@
+"""The int8 variant: candidates built on a tiny model, the fastest chosen by the latency harness (rule tested
+on fake timings), and the exclusion loop that keeps nodes in fp32 when int8 loses too much score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import build_tiny_model, run_cli, write_cola
+from tests.test_export import make_run
+
+TINY = {"rounds": 1, "min_runs": 3, "min_time": 0.0}
+
+
+# --- the selection rule, on fake timings -------------------------------------------------------------------
+
+
+def r(name, ms, err=None, status="ok"):
+    return {"name": name, "status": status, "latency_ms": ms, "logit_error": err}
+
+
+def test_the_fastest_candidate_wins_and_says_why():
+    from glp_bench.int8_select import choose
+
+    winner, why = choose([r("fused", 8.04), r("unfused-s8", 6.78), r("unfused-s8-channel", 7.10)])
+    assert winner == "unfused-s8"
+    assert "fastest" in why and "6.78" in why and "unfused-s8-channel" in why
+
+
+def test_within_the_tie_the_more_accurate_wins_and_failed_ones_never_do():
+    from glp_bench.int8_select import choose
+
+    # 2% slower but half the logit error: a tie on speed, decided by accuracy
+    winner, why = choose([r("fused", 10.2, 0.01), r("unfused-s8", 10.0, 0.02), r("x", 1.0, status="failed")])
+    assert winner == "fused" and "logit error" in why
+    # 5% slower is not a tie
+    assert choose([r("fused", 10.5, 0.01), r("unfused-s8", 10.0, 0.02)])[0] == "unfused-s8"
+    # unknown error loses a tie; equal errors: the earlier (preferred) candidate
+    assert choose([r("a", 10.1), r("b", 10.0, 0.5)])[0] == "b"
+    assert choose([r("a", 10.1, 0.1), r("b", 10.0, 0.1)])[0] == "a"
+
+
+def test_no_candidate_left_is_a_clear_error():
+    from glp_bench.errors import ExportError
+    from glp_bench.int8_select import choose
+
+    with pytest.raises(ExportError, match="fused: boom"):
+        choose([{"name": "fused", "status": "failed", "error": "boom"}])
+
+
+def test_candidates_follow_the_instruction_set():
+    from glp_bench.int8_select import candidates, weight_type
+
+    vnni = [c.name for c in candidates("avx512_vnni")]
+    assert vnni == ["fused", "fused-tensor", "unfused-s8", "unfused-s8-channel"]
+    assert "unfused-u8" in [c.name for c in candidates("avx2")]  # no VNNI: u8s8 may saturate, try u8u8
+    assert "unfused-u8" not in [c.name for c in candidates("arm64")]
+    fused = candidates("avx2")[0]
+    assert weight_type(fused, "avx2") == "u8u8" and weight_type(fused, "avx512_vnni") == "u8s8"
+
+
+# --- candidates built and timed on a tiny model ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32(tmp_path_factory):
+    """(model.onnx of a tiny 2-layer bert, its config, calibration batches from a tiny train split)."""
+    from transformers import AutoConfig
+
+    from glp_bench.data import load_task_data
+    from glp_bench.export import export_fp32
+    from glp_bench.models import load_tokenizer
+    from glp_bench.quant_exclude import calibration_batches
+    from glp_bench.tasks import get_task
+
+    root = tmp_path_factory.mktemp("int8")
+    model_dir = build_tiny_model("bert", root / "model", layers=2, seed=3)
+    export_fp32(model_dir, root / "onnx", 18)
+    task = get_task("cola")
+    data = load_task_data(task, write_cola(root / "CoLA", n_train=24, n_dev=16))
+    calib = calibration_batches(data["train"], load_tokenizer(str(model_dir)), task, 128, n=24, batch_size=8)
+    return root / "onnx" / "model.onnx", AutoConfig.from_pretrained(root / "onnx"), calib
+
+
+def test_every_candidate_is_built_timed_and_the_winner_shipped(tiny_fp32, tmp_path):
+    import onnx
+
+    from glp_bench.int8_select import MeasureSpec, select
+    from glp_bench.jsonio import sha256_file
+
+    fp32, config, calib = tiny_fp32
+    dst = tmp_path / "model.int8.onnx"
+    rec = select(fp32, dst, config, "avx2", calib=calib, spec=MeasureSpec(seq=32, **TINY))
+    sel = rec["selection"]
+    cands = {c["name"]: c for c in sel["candidates"]}
+    assert list(cands) == ["fused", "fused-tensor", "unfused-s8", "unfused-s8-channel", "unfused-u8"]
+    for c in cands.values():  # built, compared with fp32 on train inputs, timed by the harness
+        assert c["status"] == "ok", c
+        assert c["latency_ms"] > 0 and 0 < c["logit_error"] < 1
+    assert sel["mode"] == "measured" and sel["winner"] == rec["candidate"] in cands and sel["why"]
+    assert sel["measured_with"]["seq"] == 32 and sel["calibration_batches"] == len(calib)
+    assert cands["unfused-u8"]["weights"] == "u8u8" and cands["unfused-s8"]["weights"] == "u8s8"
+    # the shipped file is the winner's graph: QAttention only for the fused recipes
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert ("QAttention" in ops) == (rec["source"] == "fp32-opt")
+    assert "MatMulInteger" in ops
+    # a forced candidate is built without timing; per channel really differs from per tensor
+    forced = tmp_path / "forced.onnx"
+    rec2 = select(fp32, forced, config, "avx2", choice="unfused-s8-channel", calib=calib)
+    assert rec2["selection"]["mode"] == "forced" and rec2["candidate"] == "unfused-s8-channel"
+    assert "latency_ms" not in rec2["selection"]["candidates"][0]
+    rec3 = select(fp32, tmp_path / "t.onnx", config, "avx2", choice="unfused-s8", calib=calib)
+    assert sha256_file(forced) != sha256_file(tmp_path / "t.onnx")
+    assert rec3["selection"]["candidates"][0]["logit_error"] != rec2["selection"]["candidates"][0]["logit_error"]
+
+
+def test_a_candidate_that_fails_to_build_is_recorded_and_the_others_kept(tiny_fp32, tmp_path, monkeypatch):
+    from glp_bench import int8_select
+
+    real = int8_select.build
+
+    def build(cand, *a, **k):
+        if cand.graph == "fused":
+            raise RuntimeError("fusion exploded\nsecond line")
+        return real(cand, *a, **k)
+
+    monkeypatch.setattr(int8_select, "build", build)
+    fp32, config, calib = tiny_fp32
+    fake = {"unfused-s8": 2.0, "unfused-s8-channel": 1.0}
+    rec = int8_select.select(fp32, tmp_path / "m.onnx", config, "avx512_vnni", calib=calib,
+                             timer=lambda paths, spec: {n: {"latency_ms": fake[n]} for n in paths})
+    cands = {c["name"]: c for c in rec["selection"]["candidates"]}
+    assert cands["fused"]["status"] == "failed" and cands["fused"]["error"] == "RuntimeError: fusion exploded"
+    assert rec["candidate"] == "unfused-s8-channel"  # the fake timings decide among the built ones
+    assert (tmp_path / "m.onnx").is_file()
+
+
+# --- the exclusion loop ------------------------------------------------------------------------------------
+
+
+def test_exclusion_steps_and_stop_rule_on_fake_scores():
+    from glp_bench.quant_exclude import exclude_until_within, rank_by_sensitivity, steps
+
+    assert steps(0) == [] and steps(1) == [1] and steps(5) == [1, 2, 4, 5] and steps(8) == [1, 2, 4, 8]
+    # error falls by each excluded node's weight: b is the most sensitive, then d
+    weight = {"a": 0.0, "b": 0.5, "c": 0.1, "d": 0.3}
+    ranked = rank_by_sensitivity(list(weight), lambda ex: 1.0 - sum(weight[n] for n in ex))
+    assert [n for n, _ in ranked] == ["b", "d", "c", "a"] and ranked[0][1] == pytest.approx(0.5)
+    # score: fp32 0.50 minus 2 points per quantized sensitive node; budget 1 point
+    sensitive = {"b", "d"}
+    def score_with(ex):
+        return 0.50 - 0.02 * len(sensitive - set(ex))
+    out = exclude_until_within(["b", "d", "c", "a"], score_with, 0.50, 1.0, start_score=0.46)
+    assert out["excluded"] == ["b", "d"] and out["within_budget"] and out["score"] == pytest.approx(0.50)
+    assert [s["excluded"] for s in out["steps"]] == [1, 2]
+    # never within budget: everything is excluded, and it says so
+    out = exclude_until_within(["b", "d"], lambda ex: 0.40, 0.50, 1.0, start_score=0.40)
+    assert out["excluded"] == ["b", "d"] and not out["within_budget"]
+    # already within budget: nothing to do
+    assert exclude_until_within(["b"], score_with, 0.50, 5.0, start_score=0.46)["steps"] == []
+
+
+def test_exclusion_loop_on_a_tiny_model_with_a_forced_score_drop(tiny_fp32, tmp_path):
+    """One weight of one layer is an outlier (50, the others ~0.02), so per-tensor int8 rounds that layer's
+    other weights to zero. The dev score is forced to fall with the int8 model's real logit error on
+    held-out inputs: the loop must find that node on train inputs and keep it (and few others) in fp32."""
+    import onnx
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from glp_bench.export import export_fp32
+    from glp_bench.int8_select import CANDIDATES, MeasureSpec, build, fp32_reference, mean_abs_error
+    from glp_bench.quant_exclude import keep_score
+
+    _, config, calib = tiny_fp32
+    model_dir = build_tiny_model("bert", tmp_path / "model", layers=2, seed=3)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.bert.encoder.layer[1].intermediate.dense.weight[0, 0] = 50.0
+    model.save_pretrained(model_dir)
+    export_fp32(model_dir, tmp_path / "onnx", 18)
+    fp32 = tmp_path / "onnx" / "model.onnx"
+    rng = np.random.default_rng(0)
+    held_out = [{"input_ids": rng.integers(1, config.vocab_size, (4, 20)), "attention_mask": np.ones((4, 20), dtype=np.int64),
+                 "token_type_ids": np.zeros((4, 20), dtype=np.int64)}]
+    ref = fp32_reference(fp32, held_out)
+    dst = tmp_path / "model.int8.onnx"
+    build(CANDIDATES["unfused-s8"], fp32, dst, config, "avx512_vnni")
+    err0 = mean_abs_error(dst, held_out, ref)
+    assert err0 > 0
+
+    def score(path):  # 5 points below fp32 at the full int8 error, none at zero error
+        return 0.60 - 0.05 * mean_abs_error(path, held_out, ref) / err0
+
+    before = score(dst)
+    out = keep_score("unfused-s8", fp32, dst, config, "avx512_vnni", calib, fp32_score=0.60, int8_score=before,
+                     budget=2.5, score_fn=score, spec=MeasureSpec(seq=32, **TINY))
+    assert out["before"]["drop_points"] == pytest.approx(5.0)
+    assert out["within_budget"] and out["after"]["drop_points"] <= 2.5
+    assert out["after"]["score"] == pytest.approx(score(dst))  # dst is the final model
+    assert out["before"]["latency_ms"] > 0 and out["after"]["latency_ms"] > 0
+    assert out["calibration"]["split"] == "train"
+    excluded = [e["node"] for e in out["excluded"]]
+    assert excluded == ["/bert/encoder/layer.1/intermediate/dense/MatMul"]  # the planted outlier, alone
+    assert out["steps"][0]["excluded"] == 1 and len(out["steps"]) == 1 and out["nodes_considered"] > 10
+    top = [e["sensitivity"] for e in out["sensitivity_top"]]
+    assert top == sorted(top, reverse=True) and out["excluded"][0]["sensitivity"] == top[0] > 0
+    # the excluded nodes are still fp32 nodes of the shipped graph; the others were quantized
+    graph = onnx.load(str(dst)).graph
+    names = {n.name: n.op_type for n in graph.node}
+    assert names[excluded[0]] == "MatMul"
+    assert any(n.op_type == "MatMulInteger" for n in graph.node)
+
+
+# --- through export -----------------------------------------------------------------------------------------
+
+
+def test_export_records_the_candidates_and_the_budget_check(tmp_path):
+    from glp_bench.export import export_run
+    from glp_bench.jsonio import read_versioned
+
+    run_dir = make_run(tmp_path, "bert", {4: [], 2: [1, 2]})
+    export_run(run_dir, variants="fp32,int8").raise_for_failures()
+    models = json.loads((run_dir / "manifest.json").read_text())["models"]
+    first, second = (models[n]["onnx"]["int8"] for n in ("depth-04", "depth-02"))
+    sel = first["build"]["selection"]
+    assert sel["mode"] == "measured" and len(sel["candidates"]) >= 4
+    assert all(c["status"] == "ok" and c["latency_ms"] > 0 for c in sel["candidates"])
+    assert second["build"]["selection"]["mode"] == "reused from depth-04"
+    assert second["build"]["candidate"] == first["build"]["candidate"] == sel["winner"]
+    assert first["int8_candidate"] == "auto" and first["max_quant_drop"] == 1.0
+    qe = first["build"]["quant_exclusion"]
+    assert qe["status"] == "within budget" and qe["budget_points"] == 1.0
+    assert qe["fp32_score"] == models["depth-04"]["onnx"]["fp32"]["dev_scores"]["matthews_correlation"]
+    assert qe["int8_score"] == first["dev_scores"]["matthews_correlation"]
+    ej = read_versioned(run_dir / "depth-04" / "onnx" / "export.json", "glp-bench-export", 1)
+    assert ej["options"]["int8_candidate"] == "auto" and ej["options"]["max_quant_drop"] == 1.0
+    # a forced candidate and another budget make int8 stale; fp32 is kept
+    report = export_run(run_dir, variants="fp32,int8", int8_candidate="unfused-s8-channel", max_quant_drop=2.0)
+    assert report.skipped == {"depth-04": ["fp32"], "depth-02": ["fp32"]}
+    rec = report.records["depth-02"]["int8"]
+    assert rec["build"]["candidate"] == "unfused-s8-channel" and rec["build"]["selection"]["mode"] == "forced"
+    assert rec["build"]["quant_exclusion"]["budget_points"] == 2.0
+
+
+def test_negative_max_quant_drop_and_unknown_candidate_exit_2(tmp_path):
+    from glp_bench.errors import ExportError
+    from glp_bench.export import export_run
+
+    run_dir = make_run(tmp_path, "bert", {2: [1, 2]})
+    for cmd in (["export", "--run", str(run_dir)], ["prune-and-export", "--task", "cola", "--run-dir", str(tmp_path / "r")]):
+        proc = run_cli(*cmd, "--max-quant-drop", "-1")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and "argument --max-quant-drop: expected a finite number >= 0" in errors[0]
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ExportError, match="max-quant-drop"):
+        export_run(run_dir, max_quant_drop=-0.5)
+    with pytest.raises(ExportError, match="unknown int8 candidate"):
+        export_run(run_dir, int8_candidate="fastest-please")
+    assert not (Path(run_dir) / "depth-02" / "onnx").exists()  # refused before any work
