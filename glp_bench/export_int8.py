@@ -55,3 +55,33 @@ def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset
                      spec=spec)
     out["status"] = "within budget after exclusion" if out["within_budget"] else "over budget after excluding every node"
     return out
+
+
+def int8_notes(models: dict, names) -> list[str]:
+    """Report notes on the int8 models ``names`` of a run's manifest ``models``: which candidate was shipped
+    and why, and what ``--max-quant-drop`` kept in fp32 (score and latency before and after)."""
+    notes = []
+    for name in sorted(names, key=lambda n: -(models.get(n, {}).get("depth") or 0)):
+        build = (((models.get(name) or {}).get("onnx") or {}).get("int8") or {}).get("build") or {}
+        sel = build.get("selection") or {}
+        if sel.get("mode") == "measured":
+            tried = ", ".join(f"{c['name']} {c['latency_ms']:.3g} ms" if c.get("latency_ms") is not None
+                              else f"{c['name']} failed" for c in sel.get("candidates", []))
+            notes.append(f"int8 ({name}): {build['candidate']} shipped, {sel['why']}; tried {tried}")
+        elif sel.get("mode") == "forced":
+            notes.append(f"int8 ({name}): {build['candidate']} (chosen with --int8-candidate)")
+        qe = build.get("quant_exclusion") or {}
+        if qe.get("excluded"):
+            b, a = qe["before"], qe["after"]
+            nodes = [e["node"] for e in qe["excluded"]]
+            shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
+            lat = (f"; latency {b['latency_ms']:.3g} -> {a['latency_ms']:.3g} ms"
+                   if b.get("latency_ms") and a.get("latency_ms") else "")
+            notes.append(f"int8 ({name}): {len(nodes)} node(s) kept in fp32 for --max-quant-drop "
+                         f"{qe['budget_points']:g} ({shown}): dev score {b['score']:.4f} -> {a['score']:.4f} "
+                         f"(fp32 {qe['fp32_score']:.4f}){lat}"
+                         + ("" if qe.get("within_budget") else "; still over budget with every node excluded"))
+        elif qe.get("status", "").startswith("over budget"):
+            notes.append(f"int8 ({name}): {qe['drop_points']:.2f} GLUE points below fp32, over the "
+                         f"--max-quant-drop budget {qe['budget_points']:g} ({qe.get('reason', qe['status'])})")
+    return notes

@@ -184,15 +184,18 @@ def choose(results: Sequence[dict], tie: float = TIE) -> tuple[str, str]:
 
     winner = min(close, key=lambda r: (err(r), ok.index(r)))
     others = sorted((r for r in ok if r is not winner), key=lambda r: r["latency_ms"])
-    if winner is fastest:
+    if len(close) == 1:
         why = f"fastest ({winner['latency_ms']:.3g} ms"
         why += f"; next {others[0]['name']} {others[0]['latency_ms']:.3g} ms)" if others else ")"
-        if len(close) > 1:
-            why += f", and the most accurate of those within {tie:.0%}"
     else:
-        why = (f"within {tie:.0%} of the fastest ({winner['latency_ms']:.3g} vs {fastest['name']} "
-               f"{fastest['latency_ms']:.3g} ms) with a smaller logit error vs fp32 "
-               f"({err(winner):.3g} vs {err(fastest):.3g})")
+        speed = ("the fastest" if winner is fastest else
+                 f"{winner['latency_ms'] / fastest['latency_ms'] - 1:.1%} slower than {fastest['name']}")
+        why = (f"{len(close)} candidates within {tie:.0%} of the fastest ({fastest['latency_ms']:.3g} ms); this one is "
+               f"{speed} at {winner['latency_ms']:.3g} ms")
+        if winner.get("logit_error") is not None:
+            why += f", with the smallest logit error vs fp32 ({winner['logit_error']:.3g})"
+        else:
+            why += ", first in preference order (no logit errors measured)"
     return winner["name"], why
 
 

@@ -35,12 +35,14 @@ def test_within_the_tie_the_more_accurate_wins_and_failed_ones_never_do():
 
     # 2% slower but half the logit error: a tie on speed, decided by accuracy
     winner, why = choose([r("fused", 10.2, 0.01), r("unfused-s8", 10.0, 0.02), r("x", 1.0, status="failed")])
-    assert winner == "fused" and "logit error" in why
+    assert winner == "fused" and "2.0% slower than unfused-s8" in why and "smallest logit error vs fp32 (0.01)" in why
     # 5% slower is not a tie
     assert choose([r("fused", 10.5, 0.01), r("unfused-s8", 10.0, 0.02)])[0] == "unfused-s8"
     # unknown error loses a tie; equal errors: the earlier (preferred) candidate
     assert choose([r("a", 10.1), r("b", 10.0, 0.5)])[0] == "b"
     assert choose([r("a", 10.1, 0.1), r("b", 10.0, 0.1)])[0] == "a"
+    winner, why = choose([r("a", 10.0), r("b", 10.1)])
+    assert winner == "a" and "the fastest" in why and "no logit errors measured" in why
 
 
 def test_no_candidate_left_is_a_clear_error():
@@ -215,6 +217,24 @@ def test_exclusion_loop_on_a_tiny_model_with_a_forced_score_drop(tiny_fp32, tmp_
     assert any(n.op_type == "MatMulInteger" for n in graph.node)
 
 
+def test_report_notes_show_the_excluded_nodes_and_before_after():
+    from glp_bench.export_int8 import int8_notes
+
+    qe = {"budget_points": 1.0, "fp32_score": 0.45, "within_budget": True,
+          "excluded": [{"node": f"n{i}", "sensitivity": 1.0 / (i + 1)} for i in range(6)],
+          "before": {"score": 0.41, "latency_ms": 6.8}, "after": {"score": 0.445, "latency_ms": 7.3}}
+    models = {"depth-06": {"depth": 6, "onnx": {"int8": {"build": {"candidate": "unfused-s8", "quant_exclusion": qe,
+                                                                   "selection": {"mode": "forced"}}}}},
+              "depth-04": {"depth": 4, "onnx": {"int8": {"build": {"candidate": "fused", "quant_exclusion": {
+                  "status": "over budget", "reason": "no calibration inputs (empty train split)",
+                  "drop_points": 2.5, "budget_points": 1.0, "excluded": []}}}}}}
+    notes = int8_notes(models, ["depth-04", "depth-06"])
+    assert notes[0] == "int8 (depth-06): unfused-s8 (chosen with --int8-candidate)"
+    assert notes[1] == ("int8 (depth-06): 6 node(s) kept in fp32 for --max-quant-drop 1 (n0, n1, n2, n3 and 2 more): "
+                        "dev score 0.4100 -> 0.4450 (fp32 0.4500); latency 6.8 -> 7.3 ms")
+    assert notes[2].startswith("int8 (depth-04): 2.50 GLUE points below fp32, over the --max-quant-drop budget 1")
+
+
 # --- through export -----------------------------------------------------------------------------------------
 
 
@@ -236,6 +256,11 @@ def test_export_records_the_candidates_and_the_budget_check(tmp_path):
     assert qe["status"] == "within budget" and qe["budget_points"] == 1.0
     assert qe["fp32_score"] == models["depth-04"]["onnx"]["fp32"]["dev_scores"]["matthews_correlation"]
     assert qe["int8_score"] == first["dev_scores"]["matthews_correlation"]
+    # the report says which candidate was shipped and why
+    from glp_bench.report import build_report
+
+    notes = [n for sec in build_report([run_dir]).sections for n in sec.notes]
+    assert any(n.startswith(f"int8 (depth-04): {sel['winner']} shipped, ") and "tried fused " in n for n in notes)
     ej = read_versioned(run_dir / "depth-04" / "onnx" / "export.json", "glp-bench-export", 1)
     assert ej["options"]["int8_candidate"] == "auto" and ej["options"]["max_quant_drop"] == 1.0
     # a forced candidate and another budget make int8 stale; fp32 is kept
