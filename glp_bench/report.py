@@ -456,6 +456,7 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
     Raises RunDirError for anything ``collect_rows`` refuses, and for ``max_drop < 0``.
     """
     from .bench import results
+    from .export_int8 import int8_notes
 
     if max_drop < 0:
         raise RunDirError(f"--max-drop must be >= 0 (GLUE points of the main metric), got {max_drop:g}")
@@ -488,6 +489,7 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
                     notes.append(f"! = spread too large to trust (CV above {info['max_cv']:.0%}); "
                                  "re-measure on an idle machine")
             notes.extend(n for r in trows for n in r.notes if "not measured" not in n)
+            notes.extend(int8_notes(rd.models, {r.name for r in trows if r.variant == "int8"}))
             if any(r.reference_scores is None for r in trows):
                 notes.append("the full-depth model has no dev score: score changes are unknown")
             sections.append(Section(
