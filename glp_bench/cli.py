@@ -34,8 +34,17 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with glp-bench's error format: one line ``glp-bench: error: ...`` naming the option and where
+    the help is, exit status 2 (instead of the usage block and ``glp-bench prune: error: ...``)."""
+
+    def error(self, message: str):
+        hint = f"; see '{self.prog} --help'" if self.prog != "glp-bench" else "; see 'glp-bench --help'"
+        self.exit(2, f"glp-bench: error: {message}{hint}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="glp-bench",
         description=(
             "Greedy layer pruning (GLP) of transformer encoders: prune on a GLUE task, export every "

@@ -174,7 +174,7 @@ def greedy_search(
                     on_update()
                 rs = step["rescore"]
                 todo = [c for c in rs["layers"] if str(c) not in rs["candidates"]]
-                for cand, extra in rescore_many(tuple(removed), todo):
+                for cand, extra in rescore_many(tuple(removed), todo) if todo else ():
                     rs["candidates"][str(cand)] = merge_records(step["candidates"][str(cand)], extra)
                     on_update()
                 pool = step_pool(step)

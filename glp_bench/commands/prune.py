@@ -257,7 +257,7 @@ def execute(plan, run, console):
             plan = with_recipe(plan, run_sweep(run, plan, executor.scores, on_update))
             pruner.use(plan)
             executor.load(pruner)
-            console.print(f"recipe: {_recipe_text(plan, run)}")
+            console.print(_recipe_text(plan, run))
         assess = step_assessor(run, pruner.task, pruner.work.held["labels"], plan.seed)
         orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step,
                                 score_many=candidate_scorer(run, executor, plan.search_seed_list()), assess=assess,
