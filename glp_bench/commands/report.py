@@ -28,6 +28,13 @@ def add_parser(sub):
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="also draw score against speedup per strategy and variant, Pareto frontier included")
+    p.add_argument("--glue", action="store_true",
+                   help="only the GLUE-wide table (runs of several tasks: one row per strategy and depth, one "
+                   "column per task's main metric in GLUE points, the average, the speedup); without it the table "
+                   "follows the per-run report (table, markdown; JSON key glue)")
+    p.add_argument("--glue-target", default=None, metavar="NAME",
+                   help="latency target of the GLUE-wide table's speedups (default: the first --target, else the "
+                   "first measured)")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="latency columns from this thread count (default: the most threads measured)")
@@ -38,7 +45,6 @@ def add_parser(sub):
 
 def run(args) -> int:
     import io
-    import json
     import sys
 
     from rich.console import Console
@@ -48,7 +54,7 @@ def run(args) -> int:
     from ..jsonio import atomic_write_text
     from ..preflight import writable_file
     from ..report import build_report
-    from ..report_render import render_rich, to_csv, to_json, to_markdown
+    from ..report_glue import build_glue, check_glue_only, render_report_rich, report_text
 
     for option, path in (("--output", args.output), ("--plot", args.plot)):
         if path:
@@ -57,17 +63,19 @@ def run(args) -> int:
     if len(set(runs)) != len(runs):
         raise GlpError(f"--run given twice for the same directory ({', '.join(runs)})")
     report = build_report(runs, args.targets, threads=args.threads, seq=args.seq, max_drop=args.max_drop)
+    glue = build_glue(report, args.glue_target or (args.targets or [None])[0], strict=args.glue)  # several tasks
+    if args.glue:
+        check_glue_only(glue, runs)
 
     if args.format == "table":
         if args.output:
             console = Console(record=True, width=200, no_color=True, file=io.StringIO())
-            render_rich(report, console)
+            render_report_rich(report, glue, console, args.glue)
             atomic_write_text(args.output, console.export_text())
         else:
-            render_rich(report, Console())
+            render_report_rich(report, glue, Console(), args.glue)
     else:
-        text = {"markdown": to_markdown, "csv": to_csv,
-                "json": lambda r: json.dumps(to_json(r), indent=2) + "\n"}[args.format](report)
+        text = report_text(report, glue, args.format, args.glue)
         if args.output:
             atomic_write_text(args.output, text)
         else:
