@@ -107,8 +107,10 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     from transformers import get_linear_schedule_with_warmup, set_seed
 
     from .distill import distill_loss
+    from .memory import keep_freed_memory
     from .precision import autocast
 
+    keep_freed_memory()  # no page faults step after step (glp_bench.memory)
     set_seed(cfg.seed)
     distill = cfg.distill_alpha > 0
     if distill:
