@@ -360,6 +360,8 @@ class Section:
     by_strategy: list[dict]  # per depth: {"depth", "models": {strategy: {name, kept_layers, score, delta}}}
     recommendation: Row | None
     notes: list[str]
+    training: list[dict] = field(default_factory=list)  # glp_bench.report_quality.training_rows
+    steps: list[dict] = field(default_factory=list)  # glp_bench.report_quality.step_rows
 
     @property
     def shape(self) -> dict:
@@ -455,6 +457,7 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
 
     Raises RunDirError for anything ``collect_rows`` refuses, and for ``max_drop < 0``.
     """
+    from . import report_quality as quality
     from .bench import results
     from .export_int8 import int8_notes
 
@@ -465,6 +468,10 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
         rd = RunDir(run).load()
         rows = collect_rows(rd, targets, threads=threads, seq=seq)
         strategies, by_strategy = _by_strategy(rd, rows)
+        training = quality.training_rows(rd.finished_models(), rows[0].main_key) if rows else []
+        steps = quality.step_rows(rd.strategies)
+        if not quality.informative(training, steps):
+            training, steps = [], []
         groups: dict[str | None, list[Row]] = {}
         for r in rows:
             groups.setdefault(r.target, []).append(r)
@@ -496,6 +503,7 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
                 run=str(rd.path), run_name=rd.path.name, task=trows[0].task, model_id=trows[0].model_id,
                 main_key=trows[0].main_key, target=target, target_info=info, rows=trows, strategies=strategies,
                 by_strategy=by_strategy, recommendation=recommend(trows, max_drop), notes=notes,
+                training=training, steps=steps,
             ))
     return Report(sections=sections, max_drop=max_drop)
 

@@ -10,6 +10,7 @@ import csv
 import io
 
 from .report import Report, Row, Section, metric_label, points, recommendation_text
+from .report_quality import step_cells, training_cells
 
 JSON_FORMAT = "glp-bench-report"
 JSON_VERSION = 1
@@ -174,6 +175,12 @@ def render_rich(report: Report, console) -> None:
         strat = strategy_cells(section)
         if strat:
             console.print(table(f"{section.run_name}: strategies side by side (PyTorch dev scores)", *strat))
+        if section.training:
+            console.print(table(f"{section.run_name}: training (dev {metric_label(section.main_key)}, points, over "
+                                "final seeds)", *training_cells(section.training)))
+        if section.steps:
+            console.print(table(f"{section.run_name}: GLP steps (held-out 15% of train, paired bootstrap)",
+                                *step_cells(section.steps)))
         for note in section.notes:
             console.print(f"note: {escape(note)}", soft_wrap=True)
     for section in report.sections:
@@ -199,6 +206,11 @@ def to_markdown(report: Report) -> str:
         strat = strategy_cells(section)
         if strat:
             out += ["### Strategies side by side (PyTorch dev scores)", "", _md_table(*strat), ""]
+        if section.training:
+            out += ["### Training: distillation and seeds (PyTorch dev scores, points)", "",
+                    _md_table(*training_cells(section.training)), ""]
+        if section.steps:
+            out += ["### GLP steps (held-out 15% of train, paired bootstrap)", "", _md_table(*step_cells(section.steps)), ""]
         out += [f"- note: {n}" for n in section.notes]
         if section.notes:
             out.append("")
@@ -220,6 +232,7 @@ def to_json(report: Report) -> dict:
             "run": s.run, "task": s.task, "model": s.model_id, "main_key": s.main_key, "target": s.target,
             "target_info": s.target_info, **s.shape, "rows": [r.to_dict() for r in s.rows],
             "strategies": s.strategies, "by_strategy": s.by_strategy, "notes": s.notes,
+            "training": s.training, "glp_steps": s.steps,
             "recommendation": rec.to_dict() if rec else None,
             "recommendation_text": recommendation_text(s, report.max_drop),
         })

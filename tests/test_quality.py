@@ -304,6 +304,15 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
                     / f"layer-{int(layer):02d}.seed-42.npy").is_file()
     err = " ".join(proc.stderr.split())  # rich wraps long lines
     assert "within noise: P(best)" in err or "clear: P(best)" in err
+    # the report shows distillation, seeds (mean and std) and each step's bootstrap verdict
+    md = run_cli("report", "--run", str(run_dir), "--format", "markdown")
+    assert md.returncode == 0, md.stderr
+    assert "### Training: distillation and seeds" in md.stdout and "### GLP steps" in md.stdout
+    row5 = next(line for line in md.stdout.splitlines() if line.startswith("| 5 | depth-05"))
+    mean = np.mean([v["dev_scores"]["matthews_correlation"] for v in pruned["seeds"].values()]) * 100
+    assert "alpha 0.5, T 2" in row5 and f"| {mean:.2f} |" in row5 and row5.rstrip().endswith("| 42 |")
+    js = json.loads(run_cli("report", "--run", str(run_dir), "--format", "json").stdout)
+    assert [s["step"] for s in js["sections"][0]["glp_steps"]] == [1, 2]
     # --final-seeds changed on an existing run: refused, nothing lost
     before = (run_dir / "manifest.json").read_text()
     assert_clean_error(run_cli(*_args(tiny6, cola, run_dir, "--final-seeds", "3", "--search-seeds", "2",
