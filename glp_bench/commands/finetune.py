@@ -11,6 +11,7 @@ from ._common import (
     positive_int,
     quiet_hf,
     seed_int,
+    warmup_float,
 )
 
 
@@ -35,6 +36,10 @@ def add_parser(sub):
     p.add_argument("--max-samples", type=positive_int, default=None, help="train on at most this many examples")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed (default 42)")
     p.add_argument("--pad-to-max", action="store_true", help="pad every example to --max-length (the paper's protocol; slow)")
+    p.add_argument("--warmup", type=warmup_float, default=0.0, help="warm-up share of the steps (default 0, the paper's)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training precision: auto (default) = bf16 autocast on CPUs with AVX-512 BF16 or AMX and on "
+                   "bf16 GPUs, fp16 on older GPUs, else fp32; the saved model is fp32 either way")
     return p
 
 
@@ -61,11 +66,15 @@ def run(args) -> int:
     quiet_hf()
     task = task_from_args(args)
     device = resolve_device(args.device)
+    from ..precision import resolve_precision
+
+    precision = resolve_precision(args.precision, device)  # bf16 without support, fp16 on a CPU: refused now
     model_id = resolve_model(args.model)
     data = load_task_data(task, args.data_dir)
     layers = parse_layers(args.drop_layers)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                      seed=args.seed, max_samples=args.max_samples, pad_to_max=args.pad_to_max)
+                      seed=args.seed, max_samples=args.max_samples, pad_to_max=args.pad_to_max,
+                      warmup_ratio=args.warmup, precision=precision)
     out = Path(args.out) if args.out else default_run_dir(task.name, model_slug(model_id)) / "finetune"
     writable_dir(out, "--out")  # before the training, not after it
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -80,7 +89,7 @@ def run(args) -> int:
         model = drop_layers(model, layers)
     enc = {name: tokenize(split, tokenizer, task, cfg.max_length) for name, split in data.items()}
     console.print(f"fine-tuning {model_id} on {task.name}: {len(enc['train'])} examples, "
-                  f"layers {kept_layers(model.config)}, device {device}")
+                  f"layers {kept_layers(model.config)}, device {device}, precision {precision}")
     with make_progress() as progress:
         stats = fine_tune(model, enc["train"], tokenizer, cfg, device, progress, description=f"{task.name}")
     scores = flatten_scores(task, evaluate(model, {s: enc[s] for s in task.dev_splits}, tokenizer, task, device))

@@ -172,10 +172,14 @@ def _finals_done(run) -> int:
     return sum(1 for m in run.models.values() if m.get("dev_scores") is not None)
 
 
-def _budget_text(plan) -> str:
-    def one(cfg, pool):
+def _budget_text(plan, swept: bool = False) -> str:
+    def one(cfg, pool, fixed):
         n = f"at most {cfg.max_samples}" if cfg.max_samples else "all"
-        return f"{cfg.epochs:g} epochs on {n} examples of {pool} at lr {cfg.lr:g}"
+        lr = f"lr {cfg.lr:g}" if fixed or not plan.sweep or swept else "the sweep's lr"
+        return f"{cfg.epochs:g} epochs on {n} examples of {pool} at {lr}"
+
+    fixed = bool(plan.sweep and plan.sweep["search_lr_fixed"])
+    return f"candidates: {one(plan.search, 'the 85% split', fixed)}; finals: {one(plan.final, 'train', False)}"
 
     return f"candidates: {one(plan.search, 'the 85% split')}; finals: {one(plan.final, 'train')}"
 
@@ -236,7 +240,7 @@ def execute(plan, run, console):
                                ex_per_s / cost)
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
-            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan)}); {_recipe_text(plan, run)}; "
+            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan, bool(chosen))}); {_recipe_text(plan, run)}; "
             f"{n_search} candidate fine-tunes x {plan.search_seeds} seed(s) ({_glp_done(run)} done), up to {n_final} "
             f"final fine-tunes x {plan.final_seeds} seed(s) ({_finals_done(run)} done); precision {precision}; "
             f"{describe_data(pruner.task, plan.data_dir)}; executor {executor.describe()}; "
