@@ -438,14 +438,18 @@ def preds_path(run: RunDir, step: int, layer: int, seed: int | str) -> Path:
     return run.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}.npy"
 
 
+def save_array(path: Path, array) -> None:
+    """``np.save`` atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(array))
+    os.replace(tmp, path)
+
+
 def store_preds(run: RunDir, step: int, layer: int, preds: dict) -> None:
     for seed, p in preds.items():
-        path = preds_path(run, step, layer, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(p))
-        os.replace(tmp, path)
+        save_array(preds_path(run, step, layer, seed), p)
 
 
 def step_assessor(run: RunDir, task, held_labels, seed: int):
@@ -472,15 +476,6 @@ def step_assessor(run: RunDir, task, held_labels, seed: int):
     return run_assess
 
 
-def within_noise_ok(assess):
-    """An assess function whose ``None`` (no predictions) reads as 'not within noise' for the re-score rule."""
-
-    def wrapped(*args):
-        return assess(*args) or {"within_noise": False, "unavailable": True}
-
-    return wrapped
-
-
 TEACHER_FILE = "teacher/train-logits.npy"
 
 
@@ -498,11 +493,7 @@ def ensure_teacher(run: RunDir, work: Workload, reference: str) -> np.ndarray:
             and path.is_file() and file_record(path)["sha256"] == known.get("sha256"):
         return np.load(path)
     logits = work.teacher_logits(run.model_path(reference)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, logits)
-    os.replace(tmp, path)
+    save_array(path, logits)
     run.data["teacher"] = {"model": reference, "path": TEACHER_FILE, "rows": int(len(logits)), **file_record(path),
                            "model_sha256": rec.get("files", {}).get("model.safetensors", {}).get("sha256")}
     run.save()
