@@ -397,3 +397,15 @@ def test_bad_quality_options_are_refused_before_work(tiny6, tmp_path, extra, fra
     run_dir = tmp_path / "r"
     assert_clean_error(run_cli(*_args(tiny6, write_cola(tmp_path / "CoLA"), run_dir, *extra)), fragment)
     assert not (run_dir / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--precision", "fp16"], "--precision fp16 needs a CUDA GPU"),
+    (["--warmup", "-0.1"], "--warmup"),
+])
+def test_finetune_refuses_bad_precision_before_work(tiny6, tmp_path, extra, fragment):
+    out = tmp_path / "ft"
+    proc = run_cli("finetune", "--task", "cola", "--model", str(tiny6), "--data-dir", str(write_cola(tmp_path / "CoLA")),
+                   "--device", "cpu", "--out", str(out), *extra)
+    assert_clean_error(proc, fragment)
+    assert not out.exists()
