@@ -16,9 +16,10 @@ VNNI, x86's ``VPMADDUBSW`` can saturate u8s8 products (ONNX Runtime's quantizati
 and ``avx512`` the u8u8 candidate is built too (the fused one follows the preset: u8u8 on ``avx2``) and
 the dev score (``--max-quant-drop``) judges the accuracy of whichever wins.
 
-Selection (:func:`choose`): every candidate that builds is timed with the latency harness
-(``glp_bench.bench.runner.measure``: isolated workers, interleaved rounds) at batch 1, sequence 128, one
-thread unless told otherwise; the fastest by balanced median wins, except that among the candidates within
+Selection (:func:`choose`): every candidate that builds is timed with the latency harness's pieces
+(:func:`harness_latencies`: the harness's sessions in fresh worker processes, the candidates alternating
+inference by inference as in the CI gate, CPU time on one thread) at batch 1, sequence 128, one thread
+unless told otherwise; the fastest by balanced median wins, except that among the candidates within
 ``TIE`` (3%) of it the one with the smallest logit error against fp32 on calibration inputs (train split)
 wins. A candidate that fails to build or to run is recorded as failed with its reason; the others are kept.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -139,7 +141,8 @@ def build(cand: Candidate, fp32_path: Path, dst: Path, model_config, preset: str
 
 @dataclass(frozen=True)
 class MeasureSpec:
-    """The short measurement that picks the winner (the latency harness's protocol, few rounds)."""
+    """The short measurement that picks the winner: ``rounds`` worker processes, each timing every candidate
+    ``min_runs`` times (and ``min_time`` seconds) in turn."""
 
     batch: int = 1
     seq: int = 128
@@ -150,20 +153,85 @@ class MeasureSpec:
 
 
 def harness_latencies(paths: dict[str, Path], spec: MeasureSpec, vocab_size: int | None = None) -> dict[str, dict]:
-    """``{name: {"latency_ms", "p50_ms", "cv"}}`` or ``{name: {"error"}}``, through the latency harness."""
-    from .bench import stats
-    from .bench.runner import BenchConfig, measure
+    """``{name: {"latency_ms", "wall_p50_ms", "clock", "cv"}}`` or ``{name: {"error"}}``.
 
-    configs = [BenchConfig(model=str(p), batch=spec.batch, seq=spec.seq, threads=spec.threads,
-                           vocab_size=vocab_size, label=name) for name, p in paths.items()]
+    The latency harness's pieces, as the CI gate uses them: in each of ``spec.rounds`` fresh worker
+    processes (``bench.runner.spawn``) every candidate gets a session from the harness's own session code
+    (``bench.worker.ort_runner``, the settings of ``glp-bench latency``), and the gate's timer
+    (``gate_worker.time_alternating``) runs them one inference each in turn, in a rotated order per round
+    (``stats.interleaved_order``). So the candidates are compared a few milliseconds apart, and on one CPU
+    thread in CPU time (``gate_worker.choose_clock``), which other processes on a busy machine do not
+    inflate. ``latency_ms`` is ``stats.balanced_median`` over the rounds."""
+    from .bench import stats
+    from .bench.runner import BenchConfig, spawn
+    from .gate_worker import choose_clock
+
+    names = list(paths)
+    configs = [BenchConfig(model=str(paths[n]), batch=spec.batch, seq=spec.seq, threads=spec.threads,
+                           vocab_size=vocab_size, label=n) for n in names]
+    clock = choose_clock("auto", configs[0])
+    rounds: dict[str, list[list[float]]] = {n: [] for n in names}
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    errors: dict[str, str] = {}
+    for order in stats.interleaved_order(len(names), spec.rounds):
+        live = [i for i in order if names[i] not in errors]
+        if not live:
+            break
+        job = {"configs": [configs[i].to_dict() for i in live], "warmup": 2, "min_runs": spec.min_runs,
+               "min_time": spec.min_time, "max_time": 30.0}
+        res = spawn([sys.executable, "-m", "glp_bench.int8_select"], job, spec.threads, timeout=300)
+        if res.get("error"):
+            for i in live:
+                errors.setdefault(names[i], res["error"])
+            continue
+        for j, i in enumerate(live):
+            if res["failed"][j]:
+                errors[names[i]] = res["failed"][j]
+            else:
+                rounds[names[i]].append(res[clock][j])
+                walls[names[i]].extend(res["wall"][j])
     out = {}
-    for m in measure(configs, rounds=spec.rounds, min_runs=spec.min_runs, min_time=spec.min_time, timeout=300):
-        if m.ok:
-            out[m.config.label] = {"latency_ms": stats.balanced_median(m.rounds) * 1e3,
-                                   "p50_ms": m.summary["p50"] * 1e3, "cv": m.summary["cv"]}
+    for n in names:
+        if n in errors or not rounds[n]:
+            out[n] = {"error": errors.get(n, "no samples")}
         else:
-            out[m.config.label] = {"error": m.error or "no samples"}
+            summary = stats.summarize(stats.flatten(rounds[n]))
+            out[n] = {"latency_ms": stats.balanced_median(rounds[n]) * 1e3, "clock": clock, "cv": summary["cv"],
+                      "wall_p50_ms": stats.percentile(walls[n], 50) * 1e3, "samples": summary["n"]}
     return out
+
+
+def _worker() -> int:
+    """One round of :func:`harness_latencies` (``python -m glp_bench.int8_select``; job as JSON on stdin)."""
+    import json
+
+    from .bench.runner import RESULT_MARKER, BenchConfig
+    from .bench.worker import ort_runner
+    from .gate_worker import time_alternating
+
+    try:
+        job = json.loads(sys.stdin.read())
+        configs = [BenchConfig.from_dict(c) for c in job["configs"]]
+        runs, failed = [], []
+        for cfg in configs:
+            try:
+                runs.append(ort_runner(cfg)[0])
+                failed.append(None)
+            except Exception as e:  # noqa: BLE001 - a candidate that cannot run is reported, the others timed
+                runs.append(None)
+                failed.append(_first_line(e))
+        ok = [i for i, f in enumerate(failed) if f is None]
+        wall, cpu = time_alternating([runs[i] for i in ok], list(range(len(ok))), warmup=job["warmup"],
+                                     min_runs=job["min_runs"], min_time=job["min_time"], max_time=job["max_time"])
+        full_wall, full_cpu = [[] for _ in configs], [[] for _ in configs]
+        for k, i in enumerate(ok):
+            full_wall[i], full_cpu[i] = wall[k], cpu[k]
+        result = {"wall": full_wall, "cpu": full_cpu, "failed": failed, "error": None}
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        result = {"error": _first_line(e)}
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
 
 
 def choose(results: Sequence[dict], tie: float = TIE) -> tuple[str, str]:
@@ -256,7 +324,7 @@ def select(fp32_path: Path, dst: Path, model_config, preset: str, choice: str = 
                     if t.get("error"):
                         r.update(status="failed", error=f"timing failed: {t['error']}")
                     else:
-                        r.update({k: t[k] for k in ("latency_ms", "p50_ms", "cv") if k in t})
+                        r.update({k: t[k] for k in ("latency_ms", "clock", "wall_p50_ms", "cv") if k in t})
             winner, why = choose(results)
             mode = "measured"
         else:
@@ -284,3 +352,7 @@ def rebuild(winner: str, fp32_path: Path, dst: Path, model_config, preset: str, 
     return {"source": "fp32-opt" if cand.graph == "fused" else "fp32", "candidate": winner, "preset": preset,
             "per_channel": cand.per_channel, "weights": weight_type(cand, preset),
             "selection": {"mode": f"reused from {selected_on}", "winner": winner, "why": why, "candidates": []}}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(_worker())

@@ -343,8 +343,10 @@ def test_cli_exports_a_run_and_prints_the_table(tmp_path):
     assert "Traceback" not in proc.stderr
     for name in ("depth-04", "depth-02"):
         assert (run_dir / name / "onnx" / "model.onnx").is_file() and (run_dir / name / "onnx" / "model.int8.onnx").is_file()
-    lines = [ln for ln in proc.stdout.splitlines() if "depth-0" in ln]
+    lines = [ln for ln in proc.stdout.splitlines() if "depth-0" in ln and "│" in ln]
     assert len(lines) == 4 and all(" ok " in ln for ln in lines), proc.stdout
+    # the int8 candidate that was shipped, and why, below the table
+    assert any(ln.startswith("int8 (depth-04): ") and " shipped, " in ln for ln in proc.stdout.splitlines()), proc.stdout
 
 
 @pytest.mark.parametrize(("machine", "flags", "preset"), [

@@ -106,6 +106,11 @@ def render(report, console) -> None:
                 _fmt((r.get("seconds") or {}).get("build"), ".1f"),
             )
     console.print(table)
+    from ..export_int8 import int8_notes
+
+    built = {n for n, recs in report.records.items() if "int8" in recs and "int8" not in report.skipped.get(n, [])}
+    for note in int8_notes(run.models, built):
+        console.print(note, markup=False)
     for name, variant, err in report.failures:
         console.print(f"[red]{name} {variant}[/]: {err}")
 
