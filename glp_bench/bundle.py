@@ -434,11 +434,27 @@ def check_out(out: Path, force: bool) -> None:
             raise DeployError(f"{out} exists and is not a bundle; refusing to replace it: choose another --out")
 
 
-def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike, depth: int | None = None,
-           max_drop: float | None = None, strategy: str | None = None, variant: str | None = None,
-           threads: int | None = None, check: bool = True, force: bool = False, data_dir: str | None = None,
-           step=None) -> DeployResult:
-    """Write the bundle of the selected model for ``target_spec`` to ``out`` (atomically)."""
+def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike, **options) -> DeployResult:
+    """Write the bundle of the selected model for ``target_spec`` to ``out`` (atomically; options: ``_deploy``).
+    One deploy writes into a folder at a time; what a killed one left beside ``out`` is cleaned up first."""
+    from .runlock import acquire_folder, release_folder
+
+    out = Path(out).expanduser()
+    folder = out.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    acquire_folder(folder, "a bundle")
+    try:
+        clean_stale(out)
+        return _deploy(run_dir, target_spec, out, **options)
+    finally:
+        release_folder(folder)
+
+
+def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int | None = None,
+            max_drop: float | None = None, strategy: str | None = None, variant: str | None = None,
+            threads: int | None = None, check: bool = True, force: bool = False, data_dir: str | None = None,
+            step=None) -> DeployResult:
     from .bench.targets import resolve_target
     from .data import has_local_data, load_task_data
     from .models import load_tokenizer
@@ -448,11 +464,6 @@ def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike,
     step = step or (lambda _msg: None)
     run = RunDir(run_dir).load()
     target = resolve_target(target_spec)
-    out = Path(out).expanduser()
-    from .runlock import acquire
-
-    acquire(out)  # one deploy per --out at a time; what a killed one left is then stale
-    clean_stale(out)
     check_out(out, force)
     if variant is not None and variant not in VARIANTS:
         raise DeployError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")

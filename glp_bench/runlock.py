@@ -69,3 +69,29 @@ def release(run_dir: str | os.PathLike) -> None:
     fd = _HELD.pop(str(lock_path(run_dir)), None)
     if fd is not None:
         os.close(fd)  # closing drops the flock
+
+
+def acquire_folder(folder: str | os.PathLike, what: str) -> None:
+    """Lock ``folder`` itself (flock on its directory fd: no file left behind), e.g. one deploy at a time
+    into a bundle's parent folder; RunDirError when another process holds it."""
+    folder = Path(folder).expanduser().absolute()
+    key = f"{folder}/"
+    if key in _HELD:
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise RunDirError(f"cannot open {folder} ({e.strerror}); choose a writable location") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(f"another process is writing {what} in {folder}; wait for it to finish, or choose "
+                          "another location") from None
+    _HELD[key] = fd
+
+
+def release_folder(folder: str | os.PathLike) -> None:
+    fd = _HELD.pop(f"{Path(folder).expanduser().absolute()}/", None)
+    if fd is not None:
+        os.close(fd)
