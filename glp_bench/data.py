@@ -190,12 +190,16 @@ def load_local(task: Task, folder: Path):
 def load_hub(task: Task):
     from datasets import DatasetDict, load_dataset
 
+    from .hub import offline_if_unreachable
+
+    offline = offline_if_unreachable()  # unreachable: the cache at once, no retries
     try:
         ds = load_dataset(HUB_DATASET, task.name)
     except Exception as e:  # noqa: BLE001 - offline, hub down, ...: all the same to the user
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        where = "offline (the hub is unreachable) and not in the datasets cache" if offline else f"hub error: {first}"
         raise DataError(
-            f"could not load {HUB_DATASET}/{task.name} from the Hugging Face hub ({first}); "
+            f"could not load {HUB_DATASET}/{task.name} from the Hugging Face hub ({where}); "
             "pass --data-dir with a local GLUE folder (or set GLP_BENCH_DATA)"
         ) from None
     return DatasetDict({s: ds[s].select_columns([*task.text_keys, "label"]) for s in _splits(task)})

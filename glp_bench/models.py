@@ -71,6 +71,9 @@ def resolve_model(model: str | None) -> str:
         if not weights:
             raise ModelError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
         return str(path)
+    from .hub import offline_if_unreachable
+
+    offline_if_unreachable()  # a hub id: no 25 s of retries when the hub cannot be reached
     return model
 
 
