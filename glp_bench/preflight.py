@@ -117,3 +117,21 @@ def check_latency(doc: dict, path) -> None:
         if samples is not None and (not isinstance(samples, list) or not all(
                 isinstance(r, list) and all(_is_num(x) for x in r) for r in samples)):
             raise _type_error(path, f"{where}.samples_s", samples, "a list of lists of numbers")
+
+
+def clean_temp_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer left in a run directory: atomic-write temp files (``.NAME.*.tmp``,
+    ``jsonio.atomic_write_text``) and ONNX export temp folders (``*/onnx/.export-*``). Call only while
+    holding the run's lock (``runlock.acquire``): then no other process owns them."""
+    import shutil
+
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()] + [p for p in root.glob("*/onnx/.export-*") if p.is_dir()]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale

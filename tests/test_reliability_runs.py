@@ -210,3 +210,17 @@ def test_killed_holder_releases_the_lock(tmp_path):
     p.wait()
     acquire(tmp_path / "run")
     release(tmp_path / "run")
+
+
+def test_a_writer_cleans_what_a_killed_one_left(tiny, tmp_path):
+    model, data = tiny
+    run_dir = tmp_path / "run"
+    start_run(prune_argv(model, data, run_dir))
+    (run_dir / "depth-02" / "onnx" / ".export-abc").mkdir(parents=True)
+    (run_dir / "depth-02" / "onnx" / ".export-abc" / "model.onnx").write_bytes(b"half")
+    (run_dir / ".manifest.json.x1y2.tmp").write_text("{")
+    keep = run_dir / "depth-02" / "onnx" / "model.onnx"
+    keep.write_bytes(b"kept")
+    start_run(prune_argv(model, data, run_dir))  # the next writer, under the lock
+    assert not (run_dir / "depth-02" / "onnx" / ".export-abc").exists()
+    assert not (run_dir / ".manifest.json.x1y2.tmp").exists() and keep.read_bytes() == b"kept"

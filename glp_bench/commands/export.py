@@ -124,6 +124,7 @@ def run(args) -> int:
 
     from ..export import export_run
     from ..manifest import RunDir
+    from ..preflight import clean_temp_files
     from ..progress import make_progress
     from ..runlock import acquire
     from ._common import quiet_hf
@@ -131,6 +132,7 @@ def run(args) -> int:
     quiet_hf()
     if RunDir(args.run_dir).exists():
         acquire(args.run_dir)  # export writes the manifest: one writer at a time
+        clean_temp_files(args.run_dir)  # what a killed export left
     with make_progress(transient=True) as progress:
         report = export_run(args.run_dir, data_dir=args.data_dir, force=args.force, revalidate=args.revalidate,
                             progress=progress, **export_kwargs(args))

@@ -147,11 +147,12 @@ def prepare(args):
     plan.task_def = task.definition  # a custom task lives in the run config
     run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
     from ..identity import check_identity, current_identity
-    from ..preflight import writable_dir
+    from ..preflight import clean_temp_files, writable_dir
     from ..runlock import acquire
 
     writable_dir(run.path, "--run-dir")
     acquire(run.path)  # one writer per run directory, held until this process ends
+    clean_temp_files(run.path)  # what a killed writer left (atomic-write temp files, export temp folders)
     run.identity = current_identity(task, model, args.data_dir)  # a Task: custom ones too
     if run.exists() and args.fresh:
         backup = Path(f"{run.path}.bak-{now().replace(':', '').replace('+00:00', '')}")
