@@ -100,7 +100,7 @@ def test_report_output_and_plot_must_be_files(tmp_path, capsys):
     assert_refused(cli(capsys, "report", "--run", "nowhere", "--plot", str(tmp_path / "dir")), "is a folder")
 
 
-def test_gate_json_folder_and_latency_out_folder(tmp_path, capsys):
+def test_gate_json_must_be_a_file(tmp_path, capsys):
     (tmp_path / "dir").mkdir()
     assert_refused(cli(capsys, "gate", "a.onnx", "b.onnx", "--json", str(tmp_path / "dir")), "is a folder")
 
