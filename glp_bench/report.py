@@ -415,7 +415,7 @@ def _target_info(doc: dict) -> dict:
 
 
 _METRIC_LABELS = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",
-                  "spearmanr": "Spearman"}
+                  "spearmanr": "Spearman", "mcc": "MCC", "spearman": "Spearman"}  # GLUE's keys, a custom task's
 _SPLIT_LABELS = {"validation_matched": "m", "validation_mismatched": "mm"}
 
 
