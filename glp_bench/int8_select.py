@@ -128,7 +128,20 @@ def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str
             quantize_dynamic(str(source), str(out), per_channel=cand.per_channel,
                              weight_type=QuantType.QInt8 if cand.weights == "s8" else QuantType.QUInt8,
                              nodes_to_exclude=names or None)
+        _drop_value_info(out)
         os.replace(out, dst)
+
+
+def _drop_value_info(path: Path) -> None:
+    """Remove the intermediate ``value_info`` that pre-processing's shape inference left in the quantized graph
+    (optional in ONNX; ONNX Runtime infers shapes itself). With it, ORT 1.32 ran the unfused int8 MiniLM in 9.6 ms
+    instead of 6.8 ms (CPU time, 1 thread, batch 1, seq 128); the fused graph ran the same either way."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if model.graph.value_info:
+        del model.graph.value_info[:]
+        onnx.save(model, str(path))
 
 
 def build(cand: Candidate, fp32_path: Path, dst: Path, model_config, preset: str, exclude: Sequence[str] = ()) -> None:
