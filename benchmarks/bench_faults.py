@@ -179,11 +179,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=12, help="kill trials in all, spread over the three stages (default 12)")
     ap.add_argument("--seed", type=int, default=17, help="seed of the kill moments (default 17)")
+    ap.add_argument("--stages", default="prune,export,deploy",
+                    help="comma-separated stages to kill (default prune,export,deploy); two writers run for prune and "
+                    "export when listed")
     ap.add_argument("--json", default=None, help="write every trial's record to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     args = ap.parse_args(argv)
-    if args.trials < 3:
-        ap.error("--trials must be >= 3 (one per stage)")
+    stages = [s for s in args.stages.split(",") if s]
+    if not stages or any(s not in ("prune", "export", "deploy") for s in stages):
+        ap.error(f"--stages takes prune, export, deploy; got {args.stages!r}")
+    if args.trials < len(stages):
+        ap.error("--trials must be at least one per stage")
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="glp-faults-"))
     try:
@@ -208,16 +214,19 @@ def main(argv=None) -> int:
         snap.update(pruned=root / "pruned", exported=root / "exported", prune=prune_result(root / "ref"),
                     export=export_result(root / "ref"), deploy=deploy_result(root / "ref-bundle"))
         log("reference times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-        stages = ["prune", "export", "deploy"]
         records = []
         for i in range(args.trials):
-            stage = stages[i % 3]
+            stage = stages[i % len(stages)]
             delay = rng.uniform(0.5, timings[stage] * 1.05)  # mostly mid-work; now and then just after the end
-            rec = trial(stage, setup, snap, delay, root / f"t{i:02d}")
+            for attempt in range(4):  # a run that finished before the kill proves little: kill it earlier
+                rec = trial(stage, setup, snap, delay, root / f"t{i:02d}-{attempt}")
+                if rec["killed"] or rec["differences"]:
+                    break
+                delay = rng.uniform(0.3, rec["ran_s"])
             records.append(rec)
             log(f"trial {i + 1}/{args.trials}: {stage} killed at {delay:.1f} s: "
                 f"{'same' if not rec['differences'] else 'DIFFERENT'}")
-        for stage in ("prune", "export"):
+        for stage in [s for s in ("prune", "export") if s in stages]:
             records.append(two_writers(stage, setup, snap, root / f"x2-{stage}"))
             log(f"two writers, {stage}: {'ok' if not records[-1]['differences'] else 'PROBLEM'}")
     finally:
