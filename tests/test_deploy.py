@@ -99,7 +99,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     model = build_tiny_model("bert", root / "m", layers=2)
     run = root / "run"
     proc = run_cli("prune-and-export", "--task", "cola", "--model", str(model), "--data-dir", str(cola),
-                   "--budget", "fast", "--search-samples", "96", "--epochs", "4", "--lr", "3e-3",
+                   "--budget", "fast", "--search-samples", "96", "--epochs", "4", "--lr", "3e-3", "--no-distill",
                    "--run-dir", str(run), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("latency", "--run", str(run), "--device", "cpu", "--threads", "1", "--batch-sizes", "1",
