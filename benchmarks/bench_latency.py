@@ -14,12 +14,14 @@ Targets (batch 1, seq 128, ``--threads`` intra-op threads unless said otherwise)
 2. linear in depth: depths 6..1 (top layers dropped) measured in interleaved rounds; for every depth k the
    measured speedup over depth 6 is within 10% of the speedup predicted by a least-squares line of
    latency on depth: ``fit(6) / fit(k)``.
-3. int8 vs PyTorch: the best CPU variant (int8, the exporter's dynamic quantization of the fused graph) of
-   the full-depth model is >= 2.5x faster than PyTorch eager fp32, same threads, same harness. (Plain
-   ``quantize_dynamic`` of the unfused graph is measured beside it for comparison, not judged.)
+3. int8 vs PyTorch: the int8 that glp-bench ships (the exporter's fastest int8 candidate for this CPU,
+   ``glp_bench.int8_select``) of the full-depth model is >= 3.0x faster than PyTorch eager fp32, same threads,
+   same harness, and (3b) not slower than a plain ``quantize_dynamic`` (QInt8 weights, per tensor) of the same
+   ``model.onnx`` measured in the same interleaved rounds, beyond the selection's 3% tie band.
 4. fp32 throughput: at batch 32, seq 128, with ``--throughput-threads`` (default: all physical cores),
    the fp32 model reaches >= 40% of this machine's single-precision matrix-multiply peak, measured here
    with the same threads as the best of numpy (BLAS) and torch sgemm on n x n matrices (2 n^3 FLOP).
+   Beside it (reported, not judged): the shipped int8's throughput at batch 32 against fp32's.
 
    Model FLOPs (multiply-add = 2 FLOP; embeddings, softmax, LayerNorm, GELU not counted), per forward
    of batch B, sequence S, hidden H, intermediate I, L layers, C labels:
@@ -304,19 +306,24 @@ def run_targets(models: dict, args) -> tuple[dict, list]:
     # The criterion is the exporter's int8 variant: the one glp-bench users deploy.
     checks.append(("3 int8 (full depth) vs PyTorch eager fp32",
                    f"{torch_lat / int8_lat:.2f}x ({int8_lat * 1e3:.2f} vs {torch_lat * 1e3:.2f} ms)",
-                   ">= 2.5x", torch_lat / int8_lat >= 2.5))
+                   ">= 3.0x", torch_lat / int8_lat >= 3.0))
+    checks.append(("3b shipped int8 vs plain quantize_dynamic, same rounds",
+                   f"{int8_lat / plain_lat:.3f}x the plain one's latency ({int8_lat * 1e3:.2f} vs {plain_lat * 1e3:.2f} ms)",
+                   "<= 1.03x", int8_lat <= 1.03 * plain_lat))
 
     # 4. fp32 throughput at batch 32 vs the machine's sgemm peak, same threads
     tt = args.throughput_threads
     log(f"target 4: matmul peak and fp32 throughput at batch 32 with {tt} thread(s) ...")
     peak = matmul_peak(tt)
     thr_configs = [BenchConfig(str(models[v] if v != "fp32" else models["fp32"][full]), batch=32, seq=seq, threads=tt,
-                               label=f"depth-{full:02d}/{v} b32") for v in ("fp32", "fp32-opt")]
+                               label=f"depth-{full:02d}/{v} b32") for v in ("fp32", "fp32-opt", "int8")]
     thr = measure(thr_configs, rounds=args.rounds, min_runs=3, min_time=args.min_time, warmup=1)
     flop = encoder_flops(models["config"], 32, seq)
     achieved = {}
     for m in thr:
         assert m.ok, m.error
+        if m.config.label.endswith("/int8 b32"):
+            continue  # int8 is not judged against the fp32 sgemm peak
         achieved[m.config.label] = flop / m.summary["mean"]
     peak2 = matmul_peak(tt)  # again after, so a busy spell during one of them shows
     peak_flops = max(peak["peak_flop_per_s"], peak2["peak_flop_per_s"])
@@ -332,6 +339,11 @@ def run_targets(models: dict, args) -> tuple[dict, list]:
     log(f"  model: {flop / 1e9:.1f} GFLOP per batch of 32x128; {', '.join(f'{k}: {v / 1e9:.0f} GFLOP/s' for k, v in achieved.items())}"
         f"; best {best_label} = {achieved[best_label] / peak_flops:.0%} of peak; sgemm n={peak['n']}: "
         + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peak["flop_per_s"].items()) + " GFLOP/s")
+    sps = figures["throughput"]["sequences_per_s"]
+    int8_b32, fp32_b32 = sps[f"depth-{full:02d}/int8 b32"], sps[fp32_label]
+    figures["throughput"]["int8_vs_fp32_b32"] = int8_b32 / fp32_b32
+    log(f"  int8 throughput at batch 32: {int8_b32:.1f} vs fp32 {fp32_b32:.1f} sequences/s = {int8_b32 / fp32_b32:.2f}x "
+        "(reported, not judged)")
     return figures, checks
 
 
