@@ -138,7 +138,7 @@ def evaluate_file(path: Path, variant: str, batches, reference, dev, tokenizer, 
     per_batch = compare(session, batches, reference)
     diff = max(b["max_abs_diff"] for b in per_batch)
     t1 = time.perf_counter()
-    scores = score_onnx(session, dev, tokenizer, task)
+    scores = score_onnx(session, dev, tokenizer, task, variant)
     t2 = time.perf_counter()
     passed = spec.tolerance is None or diff <= spec.tolerance
     return {
@@ -231,7 +231,7 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
                             fp32_path, model_config, preset[0], choice=opts.int8_candidate,
                             max_quant_drop=opts.max_quant_drop, model=name, chosen=report.int8_choice,
                             calib=calib_for(model_dir) if calib_for else None, fp32_record=records.get("fp32"),
-                            score=lambda p: score_onnx(make_session(p), dev, tokenizer, task)[task.main_dev_key],
+                            score=lambda p: score_onnx(make_session(p), dev, tokenizer, task, "int8")[task.main_dev_key],
                             main_key=task.main_dev_key)
                     else:
                         record["build"] = build_variant(variant, fp32_path, model_config, preset[0])

@@ -106,12 +106,25 @@ def predict_onnx(session, encoded, tokenizer, batch_size: int = 64) -> np.ndarra
     return result
 
 
-def score_onnx(session, encoded_splits: dict, tokenizer, task) -> dict[str, float]:
-    """The task's flat dev scores (as ``flatten_scores``) of an ONNX model on every dev split."""
+BATCH_INVARIANT = {"int8": False}  # dynamic int8: activation scales span the batch (variants absent: invariant)
+
+
+def scoring_batch_size(variant: str | None, batch_size: int = 64) -> int:
+    """The batch that scores ``variant`` the way the deploy runtime serves it: one input at a time for a
+    variant whose outputs depend on the rest of the batch (int8), else ``batch_size``. Same rule as
+    ``glp_runtime``'s ``Classifier.batch_invariant``, so a bundle's expected score is what it serves."""
+    return batch_size if BATCH_INVARIANT.get(variant or "", True) else 1
+
+
+def score_onnx(session, encoded_splits: dict, tokenizer, task, variant: str | None = None) -> dict[str, float]:
+    """The task's flat dev scores (as ``flatten_scores``) of an ONNX model on every dev split (``variant``:
+    batched as the runtime serves it, ``scoring_batch_size``)."""
     from .tasks import flatten_scores
 
+    size = scoring_batch_size(variant)
     per_split = {
-        name: task.compute(predict_onnx(session, enc, tokenizer), enc["labels"]) for name, enc in encoded_splits.items()
+        name: task.compute(predict_onnx(session, enc, tokenizer, size), enc["labels"])
+        for name, enc in encoded_splits.items()
     }
     return flatten_scores(task, per_split)
 

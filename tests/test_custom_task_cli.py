@@ -36,7 +36,7 @@ def test_csv_classification_from_toml_through_deploy(tmp_path):
     for rec in models.values():
         assert set(rec["dev_scores"]) == {"accuracy", "mcc"}
         assert rec["onnx"]["fp32"]["status"] == "ok" and "mcc" in rec["onnx"]["fp32"]["dev_scores"]  # ORT scores
-    assert "mcc" in (run / "report.md").read_text()
+    assert "MCC" in (run / "report.md").read_text()
     # the run directory alone is enough from now on: the TOML file may go
     (tmp_path / "mood.toml").unlink()
     out = tmp_path / "bundle"
