@@ -328,10 +328,10 @@ def self_check(bundle_dir: Path, task, tokenizer, data, max_length: int, expecte
         ds = data[split]
         items = list(zip(*(ds[k] for k in task.text_keys), strict=True))
         try:
-            # the export's batches (what the expected score was computed with); an int8 bundle serves each input
-            # alone (batch-invariant results), so its served score is recorded too
-            logits = clf.logits(items, batch_size=BATCH_SIZE)
-            served = logits if invariant else clf.logits(items)
+            # as the export scored it (glp_bench.onnx_eval.scoring_batch_size): batches of BATCH_SIZE, or one
+            # input at a time for a variant that is not batch-invariant (int8), which is also how it is served
+            logits = clf.logits(items, batch_size=BATCH_SIZE if invariant else 1)
+            served = logits
         except rt.InputError as e:
             return {"status": "skipped", "reason": f"the {split} split has an input the runtime refuses ({e})"}
         per_split[split] = task.compute(logits, ds["label"])

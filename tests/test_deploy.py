@@ -631,12 +631,13 @@ def test_real_cola_run_bundle_reproduces_its_dev_score(tmp_path):
     # and the probabilities are the model's own: those of glp-bench's ONNX path (transformers tokenizer)
     import datasets
 
-    from glp_bench.onnx_eval import make_session, predict_onnx
+    from glp_bench.onnx_eval import make_session, predict_onnx, scoring_batch_size
     from glp_bench.train import tokenize
 
     tok = load_tokenizer_for(out)
     ds = datasets.Dataset.from_dict({"sentence": [r[3] for r in rows], "label": [int(r[1]) for r in rows]})
-    want = predict_onnx(make_session(run / m["model"]["source"]["file"]), tokenize(ds, tok, get_task("cola"), 128), tok)
+    want = predict_onnx(make_session(run / m["model"]["source"]["file"]), tokenize(ds, tok, get_task("cola"), 128), tok,
+                        scoring_batch_size(m["model"]["variant"]))  # int8: one sentence at a time, as served
     got = np.array([p["scores"]["acceptable"] for p in preds])
     e = np.exp(want - want.max(axis=1, keepdims=True))
     assert np.abs(got - e[:, 1] / e.sum(axis=1)).max() <= 1e-5
