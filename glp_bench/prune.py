@@ -3,15 +3,19 @@
 Budget presets (``--budget``):
 
 * ``paper``: the paper's protocol: each candidate fine-tuned 3 epochs on the whole 85% split; each final
-  model 3 epochs on the full train split.
+  model 3 epochs on the full train split; lr 2e-5, no warm-up (recipe ``paper``), no distillation.
 * ``fast`` (default): a cheaper search (3 epochs on at most ``FAST_SEARCH_SAMPLES`` examples of the 85%
-  split, at lr ``FAST_SEARCH_LR``, the top of BERT's fine-tuning grid 2e-5..5e-5) with the paper's final
-  fine-tuning (3 epochs on all of train at 2e-5). Why 3 epochs and 5e-5: a shorter or gentler candidate
-  fine-tune leaves all-MiniLM-L6-v2 on CoLA in the majority class (held-out MCC 0.0 for every candidate at
-  1 epoch, at 2 epochs with lr 1e-4, and at 3 epochs with lr 2e-5), so the metric could not choose; at 3
-  epochs and 5e-5 the candidates separate (drop layer 5: 0.176, drop 0 or 3: 0.0), in the same order as
-  the final 3-epoch models (0.170 vs 0.0).
+  split) with the paper's 3 final epochs on all of train; recipe ``auto`` and distillation. (With the fixed
+  ``paper`` recipe the fast search keeps its old lr ``FAST_SEARCH_LR``: at 2e-5 every CoLA candidate of
+  all-MiniLM-L6-v2 stayed in the majority class.)
 * ``smoke``: tiny, for tests and CI (64 examples, 1 epoch everywhere).
+
+The recipe (``--recipe auto``): ``run_sweep`` fine-tunes the full-depth model at ``SWEEP_LRS`` with an
+``AUTO_WARMUP`` warm-up on the search budget and keeps the best held-out score (loss breaks ties) for every
+fine-tune. Distillation: the pruned finals learn from the run's fine-tuned full-depth model, whose train
+logits ``ensure_teacher`` stores once. Noise: every candidate's held-out predictions are stored
+(``preds_path``) and ``step_assessor`` bootstraps each step (``glp_bench.noise``). Seeds: ``--search-seeds``,
+``--rescore-close`` (``RESCORE_SEEDS`` extra), ``--final-seeds`` (``run_finals``).
 
 Everything is seeded: every candidate and every final model starts from the same pre-trained weights and
 the same seeded classification head, and its fine-tune draws from ``seed`` alone, so a resumed run gives
