@@ -35,6 +35,16 @@ def holder(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
+def _try_lock(fd: int) -> bool:
+    """An exclusive, non-blocking flock on ``fd``; False (and ``fd`` closed) when another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    return True
+
+
 def acquire(run_dir: str | os.PathLike, command: str | None = None) -> Path:
     """Take the write lock of ``run_dir`` or raise ``RunDirError`` naming the process that holds it."""
     path = lock_path(run_dir)
@@ -46,10 +56,7 @@ def acquire(run_dir: str | os.PathLike, command: str | None = None) -> Path:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise RunDirError(f"cannot create the lock file {path} ({e.strerror}); choose a writable --run-dir") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    if not _try_lock(fd):
         h = holder(run_dir) or {}
         who = (f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')}: {h.get('command')}"
                if h else "another process")
@@ -82,10 +89,7 @@ def acquire_folder(folder: str | os.PathLike, what: str) -> None:
         fd = os.open(folder, os.O_RDONLY)
     except OSError as e:
         raise RunDirError(f"cannot open {folder} ({e.strerror}); choose a writable location") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    if not _try_lock(fd):
         raise RunDirError(f"another process is writing {what} in {folder}; wait for it to finish, or choose "
                           "another location") from None
     _HELD[key] = fd

@@ -94,10 +94,6 @@ def run(args) -> int:
         stats = fine_tune(model, enc["train"], tokenizer, cfg, device, progress, description=f"{task.name}")
     scores = flatten_scores(task, evaluate(model, {s: enc[s] for s in task.dev_splits}, tokenizer, task, device))
 
-    if out.exists() and any(out.iterdir()):  # --force: keep the old result beside, never delete it
-        backup = Path(f"{out}.bak-{now().replace(':', '').replace('+00:00', '')}")
-        out.rename(backup)
-        console.print(f"moved the old result to {backup}")
     # written beside, then moved into place: a crash leaves the old result or the new one, never a mix
     staged = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -19,44 +18,25 @@ from . import __version__
 from .bundle import BundleError
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _number(convert, ok, what: str, show_value: bool = True):
+    """An argparse type: ``convert(text)`` that must satisfy ``ok``; errors say ``expected <what>``."""
+
+    def parse(text: str):
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(v):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v if show_value else repr(text)}")
+        return v
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535 (0 = any free port), got {text!r}")
-    return v
-
-
-def _wait_ms(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not 0 <= v <= 10_000:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 10000, got {text!r}")
-    return v
+_positive = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_port = _number(int, lambda v: 0 <= v <= 65535, "a port from 0 to 65535 (0 = any free port)", show_value=False)
+_wait_ms = _number(float, lambda v: 0 <= v <= 10_000, "milliseconds from 0 to 10000", show_value=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
