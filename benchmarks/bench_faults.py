@@ -27,16 +27,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": os.pathsep.join([str(REPO / "deploy" / "runtime"), str(REPO)])}
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def cli(*args: str) -> list[str]:
@@ -245,7 +242,7 @@ def main(argv=None) -> int:
     killed = sum(1 for r in records if r["killed"])
     print(f"{len(records)} trials ({killed} killed mid-run; no* = finished before the kill), {bad} with differences")
     if args.json:
-        from glp_bench.jsonio import atomic_write_json, stamp
+        from glp_bench.core.jsonio import atomic_write_json, stamp
 
         atomic_write_json(args.json, stamp("glp-bench-faults", 1, {"seed": args.seed, "reference_s": timings,
                                                                    "trials": records}))

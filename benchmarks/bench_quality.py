@@ -47,11 +47,11 @@ def main() -> int:
     import numpy as np
 
     from glp_bench.commands._common import quiet_hf
-    from glp_bench.jsonio import atomic_write_json, environment, read_versioned
-    from glp_bench.manifest import RunDir
-    from glp_bench.prune import TEACHER_FILE, Pruner, make_plan
-    from glp_bench.report_quality import step_rows
-    from glp_bench.tasks import task_of_run
+    from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.data.tasks import task_of_run
+    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.report.quality import step_rows
 
     quiet_hf()
     run = RunDir(run_path).load()
@@ -63,15 +63,15 @@ def main() -> int:
     auto_lr = chosen.get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"))
-    from glp_bench.precision import resolve_precision
+    from glp_bench.prune.precision import resolve_precision
 
     precision = resolve_precision(plan.precision, "cpu")
     pruner = Pruner(replace(plan, search=replace(plan.search, precision=precision),
                             final=replace(plan.final, precision=precision)), run)
     work = pruner.work
     layers = pruner.layers
-    if (run.path / TEACHER_FILE).is_file():
-        work.teacher = np.load(run.path / TEACHER_FILE)
+    if run.teacher_path.is_file():
+        work.teacher = np.load(run.teacher_path)
     auto = replace(work.final_config, lr=auto_lr, warmup_ratio=cfg["final"]["warmup_ratio"])
     paper = replace(work.final_config, lr=2e-5, warmup_ratio=0.0, distill_alpha=0.0)
     alpha = cfg["final"].get("distill_alpha") or 0.5

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def expected_speedup(n_layers: int, min_depth: int, gpus: int, search_examples: float, final_examples: float,
@@ -90,9 +89,9 @@ def per_task_overhead(model: str, data_dir: str, n: int = 4) -> dict:
     import torch
 
     from glp_bench.commands._common import quiet_hf
-    from glp_bench.executors import ExecutorSpec, LocalExecutor, RayExecutor
-    from glp_bench.manifest import RunDir
-    from glp_bench.prune import Pruner, make_plan
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.executors import ExecutorSpec, LocalExecutor, RayExecutor
+    from glp_bench.prune.stage import Pruner, make_plan
 
     quiet_hf()
     torch.set_num_threads(1)
@@ -163,7 +162,7 @@ def main() -> int:
 
     import ray
 
-    from glp_bench.models import resolve_model
+    from glp_bench.prune.models import resolve_model
 
     model = resolve_model(args.model)
     report = {"machine": {"cpus": os.cpu_count(), "ray": ray.__version__}, "model": model}

@@ -10,8 +10,6 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def log(msg: str) -> None:
@@ -28,18 +26,18 @@ def source_model() -> str:
 
 def export_depth(folder: Path, depth: int, extra_layers: int = 0, seed: int = 0) -> Path:
     """``folder/onnx/model.onnx``: MiniLM with a classification head, top layers dropped down to ``depth``
-    (``glp_bench.surgery.drop_layers``; a depth above 6 appends layers), then ``extra_layers`` more encoder
+    (``glp_bench.prune.surgery.drop_layers``; a depth above 6 appends layers), then ``extra_layers`` more encoder
     layers appended (copies of the last one with slightly perturbed weights, so they are real, distinct
     layers), exported with
-    ``glp_bench.export.export_fp32`` (optimum). Re-used when already there."""
+    ``glp_bench.export.stage.export_fp32`` (optimum). Re-used when already there."""
     onnx = folder / "onnx" / "model.onnx"
     if onnx.is_file():
         return onnx
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from glp_bench.export import export_fp32
-    from glp_bench.surgery import drop_layers
+    from glp_bench.export.stage import export_fp32
+    from glp_bench.prune.surgery import drop_layers
 
     warnings.filterwarnings("ignore")
     src = source_model()

@@ -18,7 +18,7 @@ stored time. Instead, in the same job:
    by-hand recipe: ORT's ``quantize_dynamic`` (int8 weights, per tensor) of the unfused export; run by a
    bare ``onnxruntime.InferenceSession`` with ORT's recommended latency settings (1 intra-op thread,
    sequential execution, all graph optimizations).
-3. **Timing checks** with the gate's rules (``glp_bench.gate``): in each of ``--rounds`` fresh worker
+3. **Timing checks** with the gate's rules (``glp_bench.gate.decide``): in each of ``--rounds`` fresh worker
    processes the reference and glp-bench's artifact alternate inference by inference, timed in CPU time
    (immune to other jobs on a shared runner); a check fails when glp-bench's side is slower than the
    reference by more than 10% AND significantly so (one-sided Wilcoxon signed-rank, p < 0.01), confirmed
@@ -26,8 +26,8 @@ stored time. Instead, in the same job:
    bare session: a wrong thread setting or an extra copy per call), ``fp32``, ``fp32-opt``, ``int8``.
 4. **Structural checks** (noise-free) of every glp-bench artifact against the committed baselines in
    ``benchmarks/baselines/minilm-l6.json``: encoder layers, fused-operator families (a lost fusion),
-   graph nodes and file size (5% tolerance), via ``glp_bench.structure``. glp-bench's int8 is the fastest
-   of its candidates on the machine at hand (``glp_bench.int8_select``), so the baselines hold every
+   graph nodes and file size (5% tolerance), via ``glp_bench.gate.structure``. glp-bench's int8 is the fastest
+   of its candidates on the machine at hand (``glp_bench.export.int8_select``), so the baselines hold every
    candidate's structure and the shipped int8 is compared with the baseline of the candidate that won.
 
 ``--inject NAME`` simulates a glp-bench bug to show that the suite catches it (exit 1):
@@ -67,7 +67,7 @@ def build_glp(work: Path, inject: str | None) -> dict[str, Path]:
     """glp-bench's artifacts, through glp-bench's code (with the injected bug, if any)."""
     from transformers import AutoConfig
 
-    from glp_bench.variants import VARIANTS, build_variant, detect_preset
+    from glp_bench.export.variants import VARIANTS, build_variant, detect_preset
 
     d6 = export_depth(work / "depth-06", 6, extra_layers=1 if inject == "extra-layer" else 0)
     preset = detect_preset()[0]
@@ -133,9 +133,9 @@ def glp_configs(work: Path, artifacts: dict[str, Path], inject: str | None) -> d
     """What `glp-bench latency --device cpu --threads 1 --batch-sizes 1 --seq-lengths 128` would time: a run
     directory around the artifacts, planned by glp-bench's own ``make_plan`` with the shipped cpu target."""
     from glp_bench.bench.plan import make_plan
-    from glp_bench.bench.targets import resolve_target
-    from glp_bench.jsonio import sha256_file
-    from glp_bench.manifest import RunDir
+    from glp_bench.core.jsonio import sha256_file
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.core.targets import resolve_target
 
     run = RunDir(work / "run").create({"task": "cola", "model": "all-MiniLM-L6-v2", "original_depth": 6})
     onnx = {}
@@ -173,9 +173,9 @@ def worker_main() -> int:
         import numpy as np
         import onnxruntime as ort
 
+        from glp_bench.bench.alternating import time_alternating
         from glp_bench.bench.runner import BenchConfig
         from glp_bench.bench.worker import ort_runner
-        from glp_bench.gate_worker import time_alternating
 
         job = json.loads(sys.stdin.read())
 
@@ -204,8 +204,8 @@ def worker_main() -> int:
 
 
 def timing_check(name: str, glp_cfg, reference: Path, args) -> dict:
-    from glp_bench import gate
     from glp_bench.bench.runner import spawn
+    from glp_bench.gate import decide as gate
 
     done: list[dict] = []
 
@@ -242,8 +242,8 @@ def versions() -> dict:
 
 
 def structure_checks(artifacts: dict[str, Path], baselines: dict) -> list[dict]:
-    from glp_bench import structure
-    from glp_bench.variants import detect_preset
+    from glp_bench.export.variants import detect_preset
+    from glp_bench.gate import structure
 
     preset = detect_preset()[0]
     checks = []
@@ -280,8 +280,9 @@ def structure_checks(artifacts: dict[str, Path], baselines: dict) -> list[dict]:
 def update_baselines(artifacts: dict[str, Path]) -> None:
     from transformers import AutoConfig
 
-    from glp_bench import int8_select, structure
-    from glp_bench.variants import detect_preset
+    from glp_bench.export import int8_select
+    from glp_bench.export.variants import detect_preset
+    from glp_bench.gate import structure
 
     def keep(p):
         return {f: v for f, v in structure.facts(p).items() if f in FACT_KEYS}
@@ -326,7 +327,7 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from glp_bench.gate_render import structure_table, timing_table
+    from glp_bench.gate.render import structure_table, timing_table
 
     t_start = time.perf_counter()
     load_before = os.getloadavg()

@@ -1,6 +1,6 @@
 """glp-bench: greedy layer pruning (GLP) of transformer encoders, from search to deployment.
 
-Data flow (each stage reads and writes one run directory, see ``glp_bench.manifest``)::
+Data flow (each stage reads and writes one run directory, see ``glp_bench.core.rundir``)::
 
     task + model -> data -> search (GLP / baselines) -> final fine-tune per depth -> export (ONNX)
                                                                                          |

@@ -18,7 +18,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import GlpError
+from .core.errors import GlpError
 
 # Order = order in --help.
 COMMANDS = [

@@ -3,6 +3,7 @@ downloaded) with a real WordPiece tokenizer, and tiny GLUE-layout data written b
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_COLA = REPO / "glp_bench" / "bundled" / "cola"  # the official CoLA, shipped as package data
+SHARED_COLA = REPO / "glp_bench" / "data" / "bundled" / "cola"  # the official CoLA, shipped as package data
 
 WORDS = (
     "the a an this that cat dog bird man woman child book idea car house tree "
@@ -127,3 +128,16 @@ def cuda_available() -> bool:
 
 
 gpu = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+
+
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+def assert_schema(doc_or_path, name: str) -> dict:
+    """Validate a versioned JSON document (a dict or a file) against ``tests/schemas/<name>.schema.json``."""
+    import jsonschema
+
+    doc = json.loads(Path(doc_or_path).read_text()) if isinstance(doc_or_path, str | Path) else doc_or_path
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    return doc

@@ -9,10 +9,10 @@ import pickle
 import numpy as np
 import pytest
 
-from glp_bench.data import describe_data, load_task_data
-from glp_bench.errors import DataError, TaskError
-from glp_bench.task_def import build, from_flags, read_toml
-from glp_bench.tasks import get_task, task_of_run
+from glp_bench.core.errors import DataError, TaskError
+from glp_bench.data.loaders import describe_data, load_task_data
+from glp_bench.data.task_def import build, from_flags, read_toml
+from glp_bench.data.tasks import get_task, task_of_run
 
 
 def write_csv(path, header, rows, sep=","):
@@ -177,7 +177,7 @@ def test_non_numeric_regression_target(tmp_path):
 def test_custom_flags_need_train(tmp_path):
     import argparse
 
-    from glp_bench.task_def import add_args, task_from_args
+    from glp_bench.data.task_def import add_args, task_from_args
 
     p = argparse.ArgumentParser()
     p.add_argument("--task")
@@ -189,7 +189,7 @@ def test_custom_flags_need_train(tmp_path):
 
 def test_tasks_command_shows_a_definition_that_works(tmp_path, capsys):
     from glp_bench import cli
-    from glp_bench.task_def import EXAMPLE
+    from glp_bench.data.task_def import EXAMPLE
 
     assert cli.main(["tasks"]) == 0
     out = capsys.readouterr().out

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from glp_bench.data import load_task_data, resolve_task_dir, search_split
-from glp_bench.errors import DataError
-from glp_bench.tasks import get_task
+from glp_bench.core.errors import DataError
+from glp_bench.data.loaders import load_task_data, resolve_task_dir, search_split
+from glp_bench.data.tasks import get_task
 
 from .conftest import SHARED_COLA
 
@@ -160,7 +160,7 @@ def test_search_split_is_seeded_85_15(cola_dir):
 
 
 def test_bundled_cola_is_the_default_without_data_dir_or_env(monkeypatch):
-    from glp_bench.data import BUNDLED, data_source, describe_data
+    from glp_bench.data.loaders import BUNDLED, data_source, describe_data
 
     monkeypatch.delenv("GLP_BENCH_DATA", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # would fail if it went to the hub
@@ -177,7 +177,7 @@ def test_bundled_cola_is_the_default_without_data_dir_or_env(monkeypatch):
 
 
 def test_data_dir_and_env_win_over_the_bundled_copy(tmp_path, monkeypatch, cola_dir):
-    from glp_bench.data import describe_data
+    from glp_bench.data.loaders import describe_data
 
     monkeypatch.setenv("GLP_BENCH_DATA", str(cola_dir.parent))
     task = get_task("cola")

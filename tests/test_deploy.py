@@ -21,7 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import REPO, SHARED_COLA, assert_clean_error, build_tiny_model, gpu, run_cli, write_cola
+from .conftest import (
+    REPO,
+    SHARED_COLA,
+    assert_clean_error,
+    assert_schema,
+    build_tiny_model,
+    gpu,
+    run_cli,
+    write_cola,
+)
 
 RUNTIME = REPO / "deploy" / "runtime"
 BLOCKED = ("torch", "transformers", "glp_bench", "datasets", "sklearn", "optimum")
@@ -60,14 +69,11 @@ def runtime_error(proc, fragment: str, code: int = 2) -> None:
 
 
 def import_runtime():
-    """glp_runtime from deploy/runtime, in this (test) process."""
-    sys.path.insert(0, str(RUNTIME))
-    try:
-        import glp_runtime
-        import glp_runtime.inputs
-        import glp_runtime.predict
-    finally:
-        sys.path.remove(str(RUNTIME))
+    """glp_runtime (deploy/runtime, installed with glp-bench), in this (test) process."""
+    import glp_runtime
+    import glp_runtime.inputs
+    import glp_runtime.predict
+
     return glp_runtime
 
 
@@ -123,8 +129,8 @@ def fp32_bundle(tiny_run, tmp_path_factory) -> Path:
 
 
 def test_choose_variant_follows_the_target():
-    from glp_bench.bench.targets import parse_target, resolve_target
-    from glp_bench.bundle import DeployError, choose_variant
+    from glp_bench.core.targets import parse_target, resolve_target
+    from glp_bench.deploy.bundle import DeployError, choose_variant
 
     cpu, cuda, arm = (resolve_target(n) for n in ("cpu", "cuda", "embedded-arm64"))
     both = ["fp32", "int8"]
@@ -145,7 +151,7 @@ def test_choose_variant_follows_the_target():
 
 def test_bundle_format_is_what_the_runtime_reads():
     rb = import_runtime().bundle
-    from glp_bench import bundle
+    from glp_bench.deploy import bundle
 
     assert (bundle.FORMAT, bundle.VERSION) == (rb.FORMAT, rb.VERSION)
     assert (bundle.MANIFEST, bundle.RUNTIME, bundle.MODEL, bundle.TOKENIZER) == (rb.MANIFEST, rb.RUNTIME, rb.MODEL,
@@ -156,8 +162,8 @@ def test_bundle_format_is_what_the_runtime_reads():
 
 
 def test_deploy_depth_and_runtime_reproduces_the_dev_score(tiny_run, tmp_path):
-    from glp_bench.jsonio import sha256_file
-    from glp_bench.tasks import get_task
+    from glp_bench.core.jsonio import sha256_file
+    from glp_bench.data.tasks import get_task
 
     run, cola = tiny_run
     out = tmp_path / "bundle"
@@ -165,8 +171,8 @@ def test_deploy_depth_and_runtime_reproduces_the_dev_score(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "model.onnx", "runtime.json", "tokenizer.json"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left behind
-    m = json.loads((out / "bundle.json").read_text())
-    run_m = json.loads((run / "manifest.json").read_text())
+    m = assert_schema(out / "bundle.json", "bundle")
+    run_m = assert_schema(run / "manifest.json", "run")
     assert m["format"] == "glp-bench-bundle" and m["version"] == 1
     assert m["model"]["depth"] == 1 and m["model"]["original_depth"] == 2
     variant = m["model"]["variant"]
@@ -220,10 +226,10 @@ def test_runtime_logits_equal_glp_bench_onnx_path_on_real_cola(fp32_bundle, tiny
     CoLA dev sentences and on over-long inputs (truncated to max_length, never an error)."""
     import datasets
 
-    from glp_bench.models import load_tokenizer
-    from glp_bench.onnx_eval import make_session, predict_onnx
-    from glp_bench.tasks import get_task
-    from glp_bench.train import tokenize
+    from glp_bench.data.tasks import get_task
+    from glp_bench.export.validate import make_session, predict_onnx
+    from glp_bench.prune.models import load_tokenizer
+    from glp_bench.prune.train import tokenize
 
     run, _ = tiny_run
     sentences = real_cola_sentences(300)
@@ -270,7 +276,7 @@ def test_predict_bad_lines_are_reported_and_the_rest_classified(fp32_bundle):
 def test_pair_inputs_tokenize_like_transformers(fp32_bundle, tmp_path):
     """A pair task's bundle: [a, b] / field names / tab-separated lines, truncated longest-first to the
     max length exactly as transformers' ``tokenizer(a, b, truncation=True, max_length=...)``."""
-    from glp_bench.jsonio import sha256_file
+    from glp_bench.core.jsonio import sha256_file
 
     rt_mod = import_runtime()
     keys = ["sentence1", "sentence2"]
@@ -311,7 +317,7 @@ def test_pair_inputs_tokenize_like_transformers(fp32_bundle, tmp_path):
 
 
 def load_tokenizer_for(bundle: Path):
-    from glp_bench.models import load_tokenizer
+    from glp_bench.prune.models import load_tokenizer
 
     source = json.loads((bundle / "bundle.json").read_text())["model"]["source"]
     return load_tokenizer(str((Path(source["run"]) / source["file"]).parent))
@@ -367,8 +373,8 @@ def test_tampered_or_incomplete_bundle_is_refused(fp32_bundle, tmp_path):
 
 
 def test_max_drop_deploys_what_the_report_recommends(tiny_run, tmp_path):
-    from glp_bench.bundle import deploy
-    from glp_bench.report import collect_rows, recommend
+    from glp_bench.deploy.bundle import deploy
+    from glp_bench.report.stage import collect_rows, recommend
 
     run, _ = tiny_run
     rows = collect_rows(run, ["cpu"])
@@ -388,8 +394,8 @@ def test_max_drop_deploys_what_the_report_recommends(tiny_run, tmp_path):
 
 
 def test_deploy_bad_input(tiny_run, tmp_path):
-    from glp_bench.bundle import DeployError, deploy
-    from glp_bench.errors import GlpError
+    from glp_bench.core.errors import GlpError
+    from glp_bench.deploy.bundle import DeployError, deploy
 
     run, _ = tiny_run
     out = tmp_path / "b"
@@ -442,7 +448,7 @@ def ort_has_cuda() -> bool:
 
 
 def test_cuda_bundle_is_written_anywhere_and_runs_where_cuda_is(tiny_run, tmp_path):
-    from glp_bench.bundle import deploy
+    from glp_bench.deploy.bundle import deploy
 
     run, cola = tiny_run
     out = tmp_path / "gpu"
@@ -466,7 +472,7 @@ def test_cuda_bundle_is_written_anywhere_and_runs_where_cuda_is(tiny_run, tmp_pa
 @gpu
 @pytest.mark.skipif(not ort_has_cuda(), reason="needs onnxruntime-gpu")
 def test_cuda_bundle_predicts_like_the_cpu(tiny_run, tmp_path):  # pragma: no cover - needs a GPU
-    from glp_bench.bundle import deploy
+    from glp_bench.deploy.bundle import deploy
 
     run, cola = tiny_run
     out = tmp_path / "gpu"
@@ -611,7 +617,7 @@ def _real_run_ready() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _real_run_ready(), reason="runs/cola-all-minilm-l6-v2 (real CoLA run, exported) not present")
 def test_real_cola_run_bundle_reproduces_its_dev_score(tmp_path):
-    from glp_bench.tasks import get_task
+    from glp_bench.data.tasks import get_task
 
     run = REAL_RUN  # deploy only reads the run directory
     before = (run / "manifest.json").stat().st_mtime_ns
@@ -631,8 +637,8 @@ def test_real_cola_run_bundle_reproduces_its_dev_score(tmp_path):
     # and the probabilities are the model's own: those of glp-bench's ONNX path (transformers tokenizer)
     import datasets
 
-    from glp_bench.onnx_eval import make_session, predict_onnx, scoring_batch_size
-    from glp_bench.train import tokenize
+    from glp_bench.export.validate import make_session, predict_onnx, scoring_batch_size
+    from glp_bench.prune.train import tokenize
 
     tok = load_tokenizer_for(out)
     ds = datasets.Dataset.from_dict({"sentence": [r[3] for r in rows], "label": [int(r[1]) for r in rows]})

@@ -12,7 +12,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.conftest import ARCHS, assert_clean_error, build_tiny_model, gpu, run_cli, write_cola
+from tests.conftest import (
+    ARCHS,
+    assert_clean_error,
+    assert_schema,
+    build_tiny_model,
+    gpu,
+    run_cli,
+    write_cola,
+)
 
 
 def make_run(root: Path, arch: str, drops: dict[int, list[int]], seed: int = 0) -> Path:
@@ -20,11 +28,11 @@ def make_run(root: Path, arch: str, drops: dict[int, list[int]], seed: int = 0) 
     model, PyTorch dev scores in the manifest, tiny CoLA data."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from glp_bench.data import load_task_data
-    from glp_bench.manifest import RunDir, file_record, model_name
-    from glp_bench.surgery import drop_layers, kept_layers
-    from glp_bench.tasks import flatten_scores, get_task
-    from glp_bench.train import evaluate, tokenize
+    from glp_bench.core.rundir import RunDir, file_record, model_name
+    from glp_bench.data.loaders import load_task_data
+    from glp_bench.data.tasks import flatten_scores, get_task
+    from glp_bench.prune.surgery import drop_layers, kept_layers
+    from glp_bench.prune.train import evaluate, tokenize
 
     data_dir = write_cola(root / "glue" / "CoLA", n_train=8, n_dev=40)
     base_dir = build_tiny_model(arch, root / "base", layers=4, seed=seed)
@@ -56,13 +64,13 @@ def manifest(run_dir: Path) -> dict:
 
 def ort_logits(path: Path, model_dir: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(ONNX Runtime logits, PyTorch logits) on the whole dev split, computed independently of
-    glp_bench.export (glp_bench.train.predict for PyTorch, a plain InferenceSession for ONNX)."""
+    glp_bench.export.stage (glp_bench.prune.train.predict for PyTorch, a plain InferenceSession for ONNX)."""
     import onnxruntime as ort
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from glp_bench.data import load_task_data
-    from glp_bench.tasks import get_task
-    from glp_bench.train import predict, tokenize
+    from glp_bench.data.loaders import load_task_data
+    from glp_bench.data.tasks import get_task
+    from glp_bench.prune.train import predict, tokenize
 
     task = get_task("cola")
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -79,7 +87,7 @@ def ort_logits(path: Path, model_dir: Path, data_dir: Path) -> tuple[np.ndarray,
 @pytest.fixture(scope="module")
 def bert_run(tmp_path_factory) -> Path:
     """A bert run with depths 4 and 2 exported to fp32 + int8 (copied by tests that modify it)."""
-    from glp_bench.export import export_run
+    from glp_bench.export.stage import export_run
 
     root = tmp_path_factory.mktemp("bert-run")
     run_dir = make_run(root, "bert", {4: [], 2: [1, 2]})
@@ -94,8 +102,8 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_depth_exports_and_matches_pytorch(arch, tmp_path):
-    from glp_bench.export import export_run
-    from glp_bench.jsonio import read_versioned, sha256_file
+    from glp_bench.core.jsonio import read_versioned, sha256_file
+    from glp_bench.export.stage import export_run
 
     run_dir = make_run(tmp_path, arch, {4: [], 2: [0, 3]}, seed=1)
     report = export_run(run_dir, variants="fp32,int8")
@@ -128,7 +136,7 @@ def test_every_depth_exports_and_matches_pytorch(arch, tmp_path):
         assert int8["size"] < fp32["size"]
         assert int8["preset"] in ("avx512_vnni", "avx512", "avx2", "arm64")
         # the per-depth export.json holds the same records, versioned
-        ej = read_versioned(run_dir / name / "onnx" / "export.json", "glp-bench-export", 1)
+        ej = assert_schema(read_versioned(run_dir / name / "onnx" / "export.json", "glp-bench-export", 1), "export")
         assert ej["status"] == "ok" and ej["variants"] == onnx and ej["depth"] == rec["depth"]
 
 
@@ -158,7 +166,7 @@ def test_onnx_graphs_have_dynamic_axes_and_the_pruned_depth(bert_run):
 def test_fused_graph_is_optimized_and_quantized(tmp_path):
     """fp32-opt keeps fp32 accuracy; the fused int8 candidate quantizes the *fused* graph (QAttention),
     which ONNX Runtime 1.32 only manages after symbolic shape inference."""
-    from glp_bench.export import export_run
+    from glp_bench.export.stage import export_run
 
     run_dir = make_run(tmp_path, "bert", {3: [2]})
     export_run(run_dir, variants="fp32-opt,int8", quant_preset="avx2", int8_candidate="fused").raise_for_failures()
@@ -174,7 +182,7 @@ def test_fused_graph_is_optimized_and_quantized(tmp_path):
 
 
 def test_rerun_skips_what_is_up_to_date_and_rebuilds_what_changed(bert_run, tmp_path):
-    from glp_bench.export import export_run
+    from glp_bench.export.stage import export_run
 
     run_dir = copy_run(bert_run, tmp_path)
     before = manifest(run_dir)["models"]
@@ -206,8 +214,8 @@ def test_tampered_onnx_weights_fail_validation_on_revalidate(bert_run, tmp_path)
     import onnx
     from onnx import numpy_helper
 
-    from glp_bench.errors import ExportError
-    from glp_bench.export import export_run
+    from glp_bench.core.errors import ExportError
+    from glp_bench.export.stage import export_run
 
     run_dir = copy_run(bert_run, tmp_path)
     path = run_dir / "depth-04/onnx/model.onnx"
@@ -254,8 +262,8 @@ def test_corrupt_onnx_file_is_caught_by_the_cli(bert_run, tmp_path, capsys, monk
 
 
 def test_broken_model_folders_fail_only_their_depth(tmp_path):
-    from glp_bench.errors import ExportError
-    from glp_bench.export import export_run
+    from glp_bench.core.errors import ExportError
+    from glp_bench.export.stage import export_run
 
     run_dir = make_run(tmp_path, "distilbert", {4: [], 3: [0], 2: [0, 1]})
     weights = run_dir / "depth-03/model/model.safetensors"
@@ -273,9 +281,9 @@ def test_broken_model_folders_fail_only_their_depth(tmp_path):
 
 
 def test_bad_options_fail_before_any_work(bert_run, tmp_path):
-    from glp_bench.errors import DeviceError, ExportError, RunDirError
-    from glp_bench.export import export_run
-    from glp_bench.manifest import RunDir
+    from glp_bench.core.errors import DeviceError, ExportError, RunDirError
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.export.stage import export_run
 
     with pytest.raises(ExportError, match="unknown variant.*'int4'"):
         export_run(bert_run, variants="fp32,int4")
@@ -309,7 +317,7 @@ def test_fp16_variant_converts_weights_and_keeps_io_types(bert_run, tmp_path):
     import onnx
     from transformers import AutoConfig
 
-    from glp_bench.variants import build_variant
+    from glp_bench.export.variants import build_variant
 
     run_dir = copy_run(bert_run, tmp_path)
     onnx_dir = run_dir / "depth-02/onnx"
@@ -326,7 +334,7 @@ def test_fp16_variant_converts_weights_and_keeps_io_types(bert_run, tmp_path):
 @pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
                     reason="needs onnxruntime-gpu (CUDAExecutionProvider)")
 def test_fp16_variant_on_gpu(bert_run, tmp_path):
-    from glp_bench.export import export_run
+    from glp_bench.export.stage import export_run
 
     run_dir = copy_run(bert_run, tmp_path)
     export_run(run_dir, variants="fp32,fp16").raise_for_failures()
@@ -358,14 +366,14 @@ def test_cli_exports_a_run_and_prints_the_table(tmp_path):
     ("arm64", set(), "arm64"),
 ])
 def test_quantization_preset_follows_the_cpu(machine, flags, preset):
-    from glp_bench.variants import detect_preset
+    from glp_bench.export.variants import detect_preset
 
     assert detect_preset(machine, flags)[0] == preset
 
 
 def test_variant_names_are_parsed_in_canonical_order():
-    from glp_bench.errors import ExportError
-    from glp_bench.variants import parse_variants
+    from glp_bench.core.errors import ExportError
+    from glp_bench.export.variants import parse_variants
 
     assert parse_variants("int8") == ["fp32", "int8"]
     assert parse_variants("fp16, int8,fp32-opt") == ["fp32", "fp32-opt", "int8", "fp16"]
@@ -376,13 +384,13 @@ def test_variant_names_are_parsed_in_canonical_order():
 @pytest.mark.slow
 def test_real_minilm_pruned_exports_within_tolerance_on_real_cola(tmp_path):
     """The real default model (all-MiniLM-L6-v2, 2 layers dropped, head not fine-tuned) on real CoLA dev."""
-    from glp_bench.data import load_task_data
-    from glp_bench.export import export_run
-    from glp_bench.manifest import RunDir
-    from glp_bench.models import bundled_default_model, load_classifier, load_tokenizer
-    from glp_bench.surgery import drop_layers, kept_layers
-    from glp_bench.tasks import flatten_scores, get_task
-    from glp_bench.train import evaluate, tokenize
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.data.loaders import load_task_data
+    from glp_bench.data.tasks import flatten_scores, get_task
+    from glp_bench.export.stage import export_run
+    from glp_bench.prune.models import bundled_default_model, load_classifier, load_tokenizer
+    from glp_bench.prune.surgery import drop_layers, kept_layers
+    from glp_bench.prune.train import evaluate, tokenize
     from tests.conftest import SHARED_COLA
 
     base = bundled_default_model()

@@ -23,7 +23,7 @@ def r(name, ms, err=None, status="ok"):
 
 
 def test_the_fastest_candidate_wins_and_says_why():
-    from glp_bench.int8_select import choose
+    from glp_bench.export.int8_select import choose
 
     winner, why = choose([r("fused", 8.04), r("unfused-s8", 6.78), r("unfused-s8-channel", 7.10)])
     assert winner == "unfused-s8"
@@ -31,7 +31,7 @@ def test_the_fastest_candidate_wins_and_says_why():
 
 
 def test_within_the_tie_the_more_accurate_wins_and_failed_ones_never_do():
-    from glp_bench.int8_select import choose
+    from glp_bench.export.int8_select import choose
 
     # 2% slower but half the logit error: a tie on speed, decided by accuracy
     winner, why = choose([r("fused", 10.2, 0.01), r("unfused-s8", 10.0, 0.02), r("x", 1.0, status="failed")])
@@ -46,15 +46,15 @@ def test_within_the_tie_the_more_accurate_wins_and_failed_ones_never_do():
 
 
 def test_no_candidate_left_is_a_clear_error():
-    from glp_bench.errors import ExportError
-    from glp_bench.int8_select import choose
+    from glp_bench.core.errors import ExportError
+    from glp_bench.export.int8_select import choose
 
     with pytest.raises(ExportError, match="fused: boom"):
         choose([{"name": "fused", "status": "failed", "error": "boom"}])
 
 
 def test_candidates_follow_the_instruction_set():
-    from glp_bench.int8_select import candidates, weight_type
+    from glp_bench.export.int8_select import candidates, weight_type
 
     vnni = [c.name for c in candidates("avx512_vnni")]
     assert vnni == ["fused", "fused-tensor", "unfused-s8", "unfused-s8-channel"]
@@ -72,11 +72,11 @@ def tiny_fp32(tmp_path_factory):
     """(model.onnx of a tiny 2-layer bert, its config, calibration batches from a tiny train split)."""
     from transformers import AutoConfig
 
-    from glp_bench.data import load_task_data
-    from glp_bench.export import export_fp32
-    from glp_bench.models import load_tokenizer
-    from glp_bench.quant_exclude import calibration_batches
-    from glp_bench.tasks import get_task
+    from glp_bench.data.loaders import load_task_data
+    from glp_bench.data.tasks import get_task
+    from glp_bench.export.quant_exclude import calibration_batches
+    from glp_bench.export.stage import export_fp32
+    from glp_bench.prune.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("int8")
     model_dir = build_tiny_model("bert", root / "model", layers=2, seed=3)
@@ -90,8 +90,8 @@ def tiny_fp32(tmp_path_factory):
 def test_every_candidate_is_built_timed_and_the_winner_shipped(tiny_fp32, tmp_path):
     import onnx
 
-    from glp_bench.int8_select import MeasureSpec, select
-    from glp_bench.jsonio import sha256_file
+    from glp_bench.core.jsonio import sha256_file
+    from glp_bench.export.int8_select import MeasureSpec, select
 
     fp32, config, calib = tiny_fp32
     dst = tmp_path / "model.int8.onnx"
@@ -120,7 +120,7 @@ def test_every_candidate_is_built_timed_and_the_winner_shipped(tiny_fp32, tmp_pa
 
 
 def test_a_candidate_that_fails_to_build_is_recorded_and_the_others_kept(tiny_fp32, tmp_path, monkeypatch):
-    from glp_bench import int8_select
+    from glp_bench.export import int8_select
 
     real = int8_select.build
 
@@ -144,7 +144,7 @@ def test_a_candidate_that_fails_to_build_is_recorded_and_the_others_kept(tiny_fp
 
 
 def test_exclusion_steps_and_stop_rule_on_fake_scores():
-    from glp_bench.quant_exclude import exclude_until_within, rank_by_sensitivity, steps
+    from glp_bench.export.quant_exclude import exclude_until_within, rank_by_sensitivity, steps
 
     assert steps(0) == [] and steps(1) == [1] and steps(5) == [1, 2, 4, 5] and steps(8) == [1, 2, 4, 8]
     # error falls by each excluded node's weight: b is the most sensitive, then d
@@ -173,9 +173,9 @@ def test_exclusion_loop_on_a_tiny_model_with_a_forced_score_drop(tiny_fp32, tmp_
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from glp_bench.export import export_fp32
-    from glp_bench.int8_select import CANDIDATES, MeasureSpec, build, fp32_reference, mean_abs_error
-    from glp_bench.quant_exclude import keep_score
+    from glp_bench.export.int8_select import CANDIDATES, MeasureSpec, build, fp32_reference, mean_abs_error
+    from glp_bench.export.quant_exclude import keep_score
+    from glp_bench.export.stage import export_fp32
 
     _, config, calib = tiny_fp32
     model_dir = build_tiny_model("bert", tmp_path / "model", layers=2, seed=3)
@@ -218,7 +218,7 @@ def test_exclusion_loop_on_a_tiny_model_with_a_forced_score_drop(tiny_fp32, tmp_
 
 
 def test_report_notes_show_the_excluded_nodes_and_before_after():
-    from glp_bench.export_int8 import int8_notes
+    from glp_bench.export.int8 import int8_notes
 
     qe = {"budget_points": 1.0, "fp32_score": 0.45, "within_budget": True,
           "excluded": [{"node": f"n{i}", "sensitivity": 1.0 / (i + 1)} for i in range(6)],
@@ -239,8 +239,8 @@ def test_report_notes_show_the_excluded_nodes_and_before_after():
 
 
 def test_export_records_the_candidates_and_the_budget_check(tmp_path):
-    from glp_bench.export import export_run
-    from glp_bench.jsonio import read_versioned
+    from glp_bench.core.jsonio import read_versioned
+    from glp_bench.export.stage import export_run
 
     run_dir = make_run(tmp_path, "bert", {4: [], 2: [1, 2]})
     export_run(run_dir, variants="fp32,int8").raise_for_failures()
@@ -257,7 +257,7 @@ def test_export_records_the_candidates_and_the_budget_check(tmp_path):
     assert qe["fp32_score"] == models["depth-04"]["onnx"]["fp32"]["dev_scores"]["matthews_correlation"]
     assert qe["int8_score"] == first["dev_scores"]["matthews_correlation"]
     # the report says which candidate was shipped and why
-    from glp_bench.report import build_report
+    from glp_bench.report.stage import build_report
 
     notes = [n for sec in build_report([run_dir]).sections for n in sec.notes]
     assert any(n.startswith(f"int8 (depth-04): {sel['winner']} shipped, ") and "tried fused " in n for n in notes)
@@ -272,8 +272,8 @@ def test_export_records_the_candidates_and_the_budget_check(tmp_path):
 
 
 def test_negative_max_quant_drop_and_unknown_candidate_exit_2(tmp_path):
-    from glp_bench.errors import ExportError
-    from glp_bench.export import export_run
+    from glp_bench.core.errors import ExportError
+    from glp_bench.export.stage import export_run
 
     run_dir = make_run(tmp_path, "bert", {2: [1, 2]})
     for cmd in (["export", "--run", str(run_dir)], ["prune-and-export", "--task", "cola", "--run-dir", str(tmp_path / "r")]):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glp_bench import gate, structure
-from glp_bench.gate import (
+from glp_bench.gate import decide as gate
+from glp_bench.gate import structure
+from glp_bench.gate.decide import (
     IMPROVEMENT,
     NO_CHANGE,
     NOT_SIGNIFICANT,

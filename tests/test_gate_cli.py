@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_clean_error, build_tiny_model, cuda_available, gpu, make_tokenizer, run_cli
+from tests.conftest import (
+    assert_clean_error,
+    assert_schema,
+    build_tiny_model,
+    cuda_available,
+    gpu,
+    make_tokenizer,
+    run_cli,
+)
 
 FAST = ("--rounds", "7", "--min-runs", "5", "--min-time", "0.02", "--warmup", "1")
 
@@ -60,7 +68,7 @@ def gate(*args, json_path: Path | None = None):
 def test_extra_layer_is_flagged_and_identical_models_are_not(models, tmp_path):
     proc = gate(str(models["l4"]), str(models["l5"]), *FAST, json_path=tmp_path / "slow.json")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    doc = json.loads((tmp_path / "slow.json").read_text())
+    doc = assert_schema(tmp_path / "slow.json", "gate")
     assert doc["format"] == "glp-bench-gate" and doc["verdict"] == "regression" and doc["exit_code"] == 1
     assert any(r.startswith("encoder layers 4 -> 5") for r in doc["structure"]["regressions"])
     assert doc["baseline"]["structure"]["layers"] == 4 and doc["candidate"]["structure"]["layers"] == 5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
-from glp_bench import hub
+from glp_bench.core import hub
 
 from .conftest import assert_clean_error, build_tiny_model, run_cli
 

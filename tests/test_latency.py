@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from glp_bench.bench import results, runner, stats, targets
+from glp_bench.bench import results, runner, stats
 from glp_bench.bench.runner import BenchConfig, measure
-from glp_bench.errors import DeviceError
-from tests.conftest import REPO, assert_clean_error, build_tiny_model, gpu, run_cli
+from glp_bench.core import targets
+from glp_bench.core.errors import DeviceError
+from tests.conftest import REPO, assert_clean_error, assert_schema, build_tiny_model, gpu, run_cli
 
 # --- fixtures ------------------------------------------------------------------------------------
 
@@ -31,9 +33,9 @@ def make_tiny_run(root: Path, depths=(4, 2)) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from glp_bench.jsonio import sha256_file
-    from glp_bench.manifest import RunDir
-    from glp_bench.surgery import drop_layers
+    from glp_bench.core.jsonio import sha256_file
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.surgery import drop_layers
 
     full = max(depths)
     src = build_tiny_model("bert", root / "src", layers=full)
@@ -69,14 +71,15 @@ def tiny_run(tmp_path_factory) -> Path:
 # --- targets -------------------------------------------------------------------------------------
 
 
-def test_shipped_targets_load_and_package_copies_match_deploy_folder():
+def test_shipped_targets_load_and_exist_once():
     names = {"cpu", "cuda", "embedded-arm64"}
+    assert {p.stem for p in targets.PACKAGED.glob("*.toml")} == names
+    tracked = subprocess.run(["git", "ls-files", "*.toml"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    copies = sorted(f for f in tracked if Path(f).stem in names)
+    assert [REPO / f for f in copies] == sorted(targets.PACKAGED / f"{n}.toml" for n in names), "one copy each"
     for name in names:
-        deploy = REPO / "deploy" / "targets" / f"{name}.toml"
-        packaged = targets.PACKAGED / f"{name}.toml"
-        assert deploy.read_bytes() == packaged.read_bytes(), f"copy {packaged} from {deploy}"
-        t = targets.load_target(packaged)
-        assert t.name == name
+        t = targets.load_target(targets.PACKAGED / f"{name}.toml")
+        assert t.name == name and targets.available_targets()[name] == targets.PACKAGED / f"{name}.toml"
     cpu = targets.resolve_target("cpu")
     assert cpu.provider == "CPUExecutionProvider" and cpu.thread_counts(physical=4, logical=8) == [1, 4]
     assert cpu.batch_sizes == (1, 8, 32) and cpu.seq_lengths == (128,)
@@ -194,7 +197,7 @@ def test_latency_cli_end_to_end_on_a_tiny_exported_run(tiny_run):
     assert proc.returncode == 0, proc.stderr
     assert "depth-02" in proc.stdout and "torch-eager" in proc.stdout and "vs fp32 full" in proc.stdout
     assert "depth-04/fp32-opt: skipped" in proc.stderr
-    doc = results.load(tiny_run / "latency" / "cpu.json")
+    doc = assert_schema(results.load(tiny_run / "latency" / "cpu.json"), "latency")
     assert doc["format"] == "glp-bench-latency" and doc["version"] == 1 and doc["complete"]
     env = doc["environment"]
     assert env["cpu_model"] and env["physical_cores"] >= 1 and env["packages"]["onnxruntime"]
@@ -247,7 +250,7 @@ def test_embedded_target_is_an_emulation_with_its_settings(tiny_run, tmp_path):
 
 def test_plan_warns_when_the_int8_preset_differs_from_the_target(tiny_run):
     from glp_bench.bench.plan import make_plan
-    from glp_bench.manifest import RunDir
+    from glp_bench.core.rundir import RunDir
 
     run = RunDir(tiny_run).load()
     emb = targets.resolve_target("embedded-arm64")
@@ -293,7 +296,7 @@ def test_bad_input_gives_one_clear_error(tiny_run, tmp_path):
     bad.write_text("threads = [1\n")
     assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--device", str(bad)), "not valid TOML")
     assert_clean_error(run_cli("latency", "--run", str(tmp_path / "none")), "not a glp-bench run directory")
-    from glp_bench.manifest import RunDir
+    from glp_bench.core.rundir import RunDir
 
     empty = RunDir(tmp_path / "empty").create({"task": "cola"})
     empty.models["depth-04"] = {"depth": 4, "kept_layers": [0, 1, 2, 3], "dev_scores": {"mcc": 0.1}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from glp_bench.progress import LogProgress, fmt_seconds, make_progress
+from glp_bench.core.progress import LogProgress, fmt_seconds, make_progress
 
 
 class Clock:

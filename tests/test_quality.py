@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from glp_bench.data import load_task_data
-from glp_bench.distill import distill_loss
-from glp_bench.errors import DeviceError
-from glp_bench.models import load_classifier, load_tokenizer
-from glp_bench.noise import assess, draw_scores
-from glp_bench.precision import choose_precision
-from glp_bench.search import greedy_search, merge_records
-from glp_bench.surgery import drop_layers
-from glp_bench.tasks import get_task
-from glp_bench.train import TrainConfig, fine_tune, predict, tokenize
+from glp_bench.core.errors import DeviceError
+from glp_bench.data.loaders import load_task_data
+from glp_bench.data.tasks import get_task
+from glp_bench.prune.distill import distill_loss
+from glp_bench.prune.models import load_classifier, load_tokenizer
+from glp_bench.prune.noise import assess, draw_scores
+from glp_bench.prune.precision import choose_precision
+from glp_bench.prune.search import greedy_search, merge_records
+from glp_bench.prune.surgery import drop_layers
+from glp_bench.prune.train import TrainConfig, fine_tune, predict, tokenize
 
 from .conftest import assert_clean_error, build_tiny_model, run_cli, write_cola
 
@@ -206,8 +206,8 @@ def test_rescore_close_rescores_the_k_best_of_a_noisy_step_and_chooses_by_the_me
 # --- the recipe sweep ------------------------------------------------------------------------------------
 
 def test_sweep_picks_the_best_lr_from_fake_scores_and_records_every_point(tmp_path):
-    from glp_bench.manifest import RunDir
-    from glp_bench.prune import make_plan, run_sweep, with_recipe
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import make_plan, run_sweep, with_recipe
 
     plan = make_plan("cola", "m", None, ["glp"])
     assert plan.recipe == "auto" and plan.sweep["lrs"] == [2e-5, 5e-5, 1e-4, 2e-4]
@@ -236,7 +236,7 @@ def test_sweep_picks_the_best_lr_from_fake_scores_and_records_every_point(tmp_pa
 
 
 def test_presets_recipes_and_overrides():
-    from glp_bench.prune import make_plan
+    from glp_bench.prune.stage import make_plan
 
     paper = make_plan("cola", "m", None, ["glp"], "paper")
     assert (paper.recipe, paper.sweep, paper.final.distill_alpha, paper.final.warmup_ratio) == ("paper", None, 0.0, 0.0)
@@ -252,8 +252,8 @@ def test_presets_recipes_and_overrides():
 def test_the_sweep_never_touches_dev(tiny6, tmp_path):
     """Workload.score (candidates and sweep points) reads the 85/15 split only: a dev split that explodes on
     any use does not stop it."""
-    from glp_bench.manifest import RunDir
-    from glp_bench.prune import Pruner, make_plan
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import Pruner, make_plan
 
     plan = make_plan("cola", str(tiny6), str(write_cola(tmp_path / "CoLA")), ["glp"], "smoke", device="cpu")
     pruner = Pruner(plan, RunDir(tmp_path / "r"))
@@ -353,7 +353,7 @@ def test_resume_mid_sweep_and_mid_distillation_equals_an_uninterrupted_run(tiny6
 
 
 def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
-    from glp_bench.manifest import RunDir
+    from glp_bench.core.rundir import RunDir
 
     old = {"format": "glp-bench-run", "version": 1, "config": {
         "task": "cola", "model": "m", "seed": 42, "min_depth": 3, "budget": "fast",
@@ -370,9 +370,9 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
 
 
 def test_distillation_without_the_full_depth_model_is_one_clear_error(tmp_path):
-    from glp_bench.errors import GlpError
-    from glp_bench.manifest import RunDir
-    from glp_bench.prune import ensure_teacher
+    from glp_bench.core.errors import GlpError
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import ensure_teacher
 
     run = RunDir(tmp_path).create({"task": "cola"})
     run.models["depth-06"] = {"depth": 6, "kept_layers": list(range(6)), "dev_scores": None}

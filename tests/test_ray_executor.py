@@ -155,10 +155,10 @@ def test_ray_executor_in_process_matches_local_and_unwraps_errors(ray_address, i
     numbers; an error raised inside a task comes back as the same GlpError, not a Ray traceback."""
     import torch
 
-    from glp_bench.errors import SurgeryError
-    from glp_bench.executors import ExecutorSpec, LocalExecutor, RayExecutor
-    from glp_bench.manifest import RunDir
-    from glp_bench.prune import Pruner, make_plan
+    from glp_bench.core.errors import SurgeryError
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.executors import ExecutorSpec, LocalExecutor, RayExecutor
+    from glp_bench.prune.stage import Pruner, make_plan
 
     model, data = inputs
     plan = make_plan("cola", str(model), str(data), ["glp"], "smoke", lr=1e-3, device="cpu")

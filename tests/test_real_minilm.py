@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from glp_bench.models import bundled_default_model
+from glp_bench.prune.models import bundled_default_model
 
 from .conftest import SHARED_COLA, run_cli
 

@@ -11,8 +11,8 @@ from .conftest import assert_clean_error, run_cli
 def test_revalidate_reports_a_file_edited_within_tolerance_as_failed(tmp_path):
     import onnx
 
-    from glp_bench.export import export_run
-    from glp_bench.jsonio import sha256_file
+    from glp_bench.core.jsonio import sha256_file
+    from glp_bench.export.stage import export_run
     from tests.test_export import make_run
 
     run_dir = make_run(tmp_path, "bert", {4: []})

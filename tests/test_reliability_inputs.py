@@ -147,7 +147,7 @@ def test_damaged_safetensors_is_refused_by_prune_and_finetune(damage, tiny, tmp_
 
 
 def _run_with_manifest(tmp_path: Path, models: dict, config=None) -> Path:
-    from glp_bench.manifest import RunDir
+    from glp_bench.core.rundir import RunDir
 
     run = RunDir(tmp_path / "run").create(config or {"task": "cola", "model": "m"})
     run.data["models"] = models
@@ -189,7 +189,7 @@ def _latency_doc(**measurement) -> dict:
                                           ("samples_s", [["fast"]]), ("samples_s", 0.1), ("variant", ["fp32"])])
 def test_wrong_typed_latency_fields(field, value, tmp_path, capsys):
     from glp_bench.bench.results import load
-    from glp_bench.errors import RunDirError
+    from glp_bench.core.errors import RunDirError
 
     path = tmp_path / "cpu.json"
     path.write_text(json.dumps(_latency_doc(**{field: value})))
@@ -219,7 +219,7 @@ def test_gate_on_a_corrupt_onnx_file_is_bad_input(content, tmp_path, capsys):
 def test_json_writes_are_strict(tmp_path):
     import numpy as np
 
-    from glp_bench.jsonio import atomic_write_json
+    from glp_bench.core.jsonio import atomic_write_json
 
     path = tmp_path / "r.json"
     atomic_write_json(path, {"a": math.nan, "b": [np.float32("inf"), 1.5], "c": np.array([np.nan, 2.0])})

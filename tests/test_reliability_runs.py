@@ -26,7 +26,7 @@ def start_run(argv: list[str]):
     the manifest; then the lock is released so that other processes may open the run."""
     from glp_bench.cli import build_parser
     from glp_bench.commands import prune as prune_cmd
-    from glp_bench.runlock import release
+    from glp_bench.core.runlock import release
 
     plan, run = prune_cmd.prepare(build_parser().parse_args(argv))
     if not run.exists():
@@ -47,7 +47,7 @@ def manifest(run_dir: Path) -> dict:
 
 
 def test_identity_is_recorded_and_an_unchanged_resume_passes(tiny, tmp_path):
-    from glp_bench.jsonio import sha256_file
+    from glp_bench.core.jsonio import sha256_file
 
     model, data = tiny
     run = start_run(prune_argv(model, data, tmp_path / "run"))
@@ -105,7 +105,7 @@ def test_run_without_identity_records_one_now(tiny, tmp_path):
 
 
 def test_differences_name_each_change():
-    from glp_bench.identity import differences
+    from glp_bench.data.identity import differences
 
     a = {"model": {"source": "hub", "id": "x/a", "files": {}},
          "data": {"source": "folder", "id": "/d", "files": {"train": {"name": "train.tsv", "size": 1, "sha256": "a"}}}}
@@ -115,7 +115,7 @@ def test_differences_name_each_change():
 
 
 # --- one writer per run directory -----------------------------------------------------------------------
-HOLD = "import sys; from glp_bench.runlock import acquire; acquire(sys.argv[1], 'glp-bench test-holder'); " \
+HOLD = "import sys; from glp_bench.core.runlock import acquire; acquire(sys.argv[1], 'glp-bench test-holder'); " \
        "print('held', flush=True); sys.stdin.read()"
 
 
@@ -143,7 +143,7 @@ def test_second_writer_is_refused_naming_the_holder_and_readers_are_not(tiny, tm
     finally:
         holder.kill()  # kill -9: the OS drops the lock
         holder.wait()
-    from glp_bench.runlock import acquire, release
+    from glp_bench.core.runlock import acquire, release
 
     acquire(run_dir)
     release(run_dir)
@@ -157,7 +157,7 @@ def test_two_exports_at_once_one_refused_the_other_finishes(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "glp_bench.cli", "export", "--run", str(run_dir),
                               "--variants", "fp32,int8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=env)
-    from glp_bench.runlock import holder
+    from glp_bench.core.runlock import holder
 
     deadline = time.monotonic() + 120
     while (holder(run_dir) or {}).get("pid") != first.pid:
@@ -175,7 +175,7 @@ def test_two_exports_at_once_one_refused_the_other_finishes(tmp_path):
 
 
 def test_lock_file_sits_beside_the_run_and_fresh_keeps_it(tiny, tmp_path):
-    from glp_bench.runlock import lock_path
+    from glp_bench.core.runlock import lock_path
 
     model, data = tiny
     run_dir = tmp_path / "run"
@@ -186,7 +186,7 @@ def test_lock_file_sits_beside_the_run_and_fresh_keeps_it(tiny, tmp_path):
 
 # --- deploy: a killed deploy's leftovers ------------------------------------------------------------------
 def test_clean_stale_removes_temp_folders_and_restores_a_half_replaced_bundle(tmp_path):
-    from glp_bench.bundle import clean_stale
+    from glp_bench.deploy.bundle import clean_stale
 
     out = tmp_path / "bundle"
     (tmp_path / ".bundle.tmp-abc").mkdir()
@@ -203,7 +203,7 @@ def test_clean_stale_removes_temp_folders_and_restores_a_half_replaced_bundle(tm
 
 
 def test_killed_holder_releases_the_lock(tmp_path):
-    from glp_bench.runlock import acquire, release
+    from glp_bench.core.runlock import acquire, release
 
     p = hold(tmp_path / "run")
     os.kill(p.pid, signal.SIGKILL)

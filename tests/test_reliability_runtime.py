@@ -25,8 +25,8 @@ SENTENCES = ["the cat sees a good dog .", "a bad idea .", "john gave mary the bo
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     """{variant: bundle folder} of a tiny exported BERT (fp32 and int8), deployed in-process."""
-    from glp_bench.bundle import deploy
-    from glp_bench.export import export_run
+    from glp_bench.deploy.bundle import deploy
+    from glp_bench.export.stage import export_run
     from tests.test_export import make_run
 
     root = tmp_path_factory.mktemp("rt")

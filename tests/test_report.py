@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from glp_bench.errors import RunDirError
-from glp_bench.report import (
+from glp_bench.core.errors import RunDirError
+from glp_bench.report.render import layer_ranges, render_rich, to_csv, to_json, to_markdown
+from glp_bench.report.stage import (
     TORCH_VARIANT,
     Row,
     build_report,
@@ -32,9 +33,8 @@ from glp_bench.report import (
     write_run_report,
     write_run_report_or_warn,
 )
-from glp_bench.report_render import layer_ranges, render_rich, to_csv, to_json, to_markdown
 
-from .conftest import assert_clean_error, run_cli
+from .conftest import assert_clean_error, assert_schema, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN = "cola-tiny"  # tests/golden/cola-tiny, rendered with GOLDEN as the working directory
@@ -219,7 +219,7 @@ def test_golden_markdown_without_latency(tmp_path, monkeypatch):
 
 def test_json_and_csv_carry_the_same_rows_and_recommendation(golden_cwd):
     report = build_report([RUN], max_drop=2.0)
-    doc = json.loads(json.dumps(to_json(report)))
+    doc = assert_schema(json.loads(json.dumps(to_json(report))), "report")
     assert doc["format"] == "glp-bench-report" and doc["max_drop_points"] == 2.0
     (section,) = doc["sections"]
     rec = doc["recommendations"][0]["artifact"]
@@ -258,7 +258,7 @@ def test_combined_runs_get_one_section_and_recommendation_each(tmp_path, monkeyp
 def test_plot_writes_a_png(golden_cwd, tmp_path):
     import matplotlib.image
 
-    from glp_bench.plot import plot_report
+    from glp_bench.report.plot import plot_report
 
     out = plot_report(build_report([RUN]), tmp_path / "sub" / "plot.png")
     data = out.read_bytes()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from glp_bench.report import build_report
-from glp_bench.report_glue import build_glue, report_text, to_csv, to_markdown
+from glp_bench.report.glue import build_glue, report_text, to_csv, to_markdown
+from glp_bench.report.stage import build_report
 
 from .conftest import assert_clean_error, run_cli
 from .test_report import check_golden

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from glp_bench.errors import GlpError
-from glp_bench.search import (
+from glp_bench.core.errors import GlpError
+from glp_bench.prune.search import (
     baseline_order,
     choose,
     decided_by,

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from glp_bench.errors import ModelError, SurgeryError
-from glp_bench.models import layer_spec
-from glp_bench.surgery import drop_layers, keep_only, kept_layers
+from glp_bench.core.errors import ModelError, SurgeryError
+from glp_bench.prune.models import layer_spec
+from glp_bench.prune.surgery import drop_layers, keep_only, kept_layers
 
 from .conftest import ARCHS, make_tokenizer
 

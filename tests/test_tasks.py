@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from glp_bench.errors import TaskError
-from glp_bench.tasks import TASKS, get_task
+from glp_bench.core.errors import TaskError
+from glp_bench.data.tasks import TASKS, get_task
 
 
 def onehot(preds, n=2):

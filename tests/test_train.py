@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from glp_bench.data import load_task_data
-from glp_bench.errors import DeviceError
-from glp_bench.models import load_classifier, load_tokenizer
-from glp_bench.tasks import get_task
-from glp_bench.train import TrainConfig, _loader, evaluate, fine_tune, predict, resolve_device, tokenize
+from glp_bench.core.errors import DeviceError
+from glp_bench.data.loaders import load_task_data
+from glp_bench.data.tasks import get_task
+from glp_bench.prune.models import load_classifier, load_tokenizer
+from glp_bench.prune.train import TrainConfig, _loader, evaluate, fine_tune, predict, resolve_device, tokenize
 
 from .conftest import ARCHS, cuda_available, gpu, write_cola
 

@@ -1,7 +1,6 @@
 """Latency and throughput measurement with ONNX Runtime (and a PyTorch eager reference).
 
 * ``stats``       pure statistics over raw samples (percentiles, CV, interleaving order, linear fit)
-* ``targets``     target definitions (``deploy/targets/*.toml``): loading and validation
 * ``runner``      the measurement core: BenchConfig -> isolated, interleaved workers -> Measurement
 * ``worker``      the isolated process that creates the session, warms up and times
 * ``torch_eager`` the PyTorch eager reference backend of the worker

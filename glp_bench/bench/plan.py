@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RunDirError
-from ..manifest import RunDir
+from ..core.errors import RunDirError
+from ..core.rundir import RunDir
+from ..core.targets import Target
 from .results import TORCH_VARIANT
 from .runner import CPU, CUDA, ONNXRUNTIME, TORCH, BenchConfig
-from .targets import Target
 
 
 @dataclass
@@ -34,22 +34,12 @@ def find_run_dir(run_dir: str | None, root: str | Path = "runs") -> Path:
     if run_dir:
         return Path(run_dir)
     root = Path(root)
-    runs = sorted(p for p in root.glob("*") if (p / "manifest.json").is_file()) if root.is_dir() else []
+    runs = RunDir.runs_under(root)
     if len(runs) == 1:
         return runs[0]
     if not runs:
         raise RunDirError(f"no run directory found under {root}/; pass --run DIR (made by 'glp-bench prune' + 'export')")
     raise RunDirError(f"several run directories under {root}/ ({', '.join(p.name for p in runs)}); choose one with --run DIR")
-
-
-def _full_depth(run: RunDir, names: list[str]) -> tuple[int, str]:
-    models = run.models
-    depth = run.config.get("original_depth") or max(models[n]["depth"] for n in names)
-    candidates = sorted((n for n in names if models[n]["depth"] == depth), key=lambda n: (len(n), n))
-    if not candidates:
-        depth = max(models[n]["depth"] for n in names)
-        candidates = sorted((n for n in names if models[n]["depth"] == depth), key=lambda n: (len(n), n))
-    return depth, candidates[0]
 
 
 def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, variants: list[str] | None = None,
@@ -68,7 +58,7 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
             raise RunDirError(f"{run.path} has no exported model {', '.join(unknown)}; exported: {', '.join(exported)}")
         exported = {n: exported[n] for n in models}
     wanted = list(variants or target.variants)
-    full_depth, ref_name = _full_depth(run, list(run.models))
+    full_depth, ref_name = run.reference()
     if ref_name not in exported and ref_name in run.models and run.models[ref_name].get("onnx"):
         exported[ref_name] = run.models[ref_name]
 
@@ -80,7 +70,7 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
             warnings.append(f"{name}/{variant}: skipped, its export status is {rec.get('status')!r}"
                             + (f" ({rec['error']})" if rec.get("error") else ""))
             return None
-        path = run.path / rec["path"]
+        path = run.file(rec["path"])
         if not path.is_file():
             warnings.append(f"{name}/{variant}: skipped, {path} is missing; re-run 'glp-bench export'")
             return None
@@ -109,7 +99,7 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
     provider = target.provider
     thread_counts = threads or target.thread_counts()
     use_torch = target.torch_reference if torch_reference is None else torch_reference
-    torch_model = run.path / run.models[ref_name].get("path", f"{ref_name}/model")
+    torch_model = run.model_dir(ref_name)
     if use_torch and not (torch_model / "config.json").is_file():
         warnings.append(f"PyTorch reference skipped: {torch_model} has no fine-tuned model")
         use_torch = False

@@ -30,20 +30,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from pathlib import Path
 
-from ..jsonio import atomic_write_json, read_versioned, stamp
-from ..manifest import now
+from ..core.jsonio import atomic_write_json, read_versioned, stamp
+from ..core.rundir import now
+from ..core.vocab import TORCH_VARIANT, variant_rank
 from . import stats
 
 FORMAT = "glp-bench-latency"
 VERSION = 1
-TORCH_VARIANT = "torch-eager"
-VARIANT_ORDER = ("fp32", "fp32-opt", "int8", "fp16", TORCH_VARIANT)
-
-
-def latency_path(run_path: str | os.PathLike, target_name: str) -> Path:
-    return Path(run_path) / "latency" / f"{target_name}.json"
 
 
 def group_key(m: dict) -> tuple:
@@ -126,7 +120,7 @@ def depth_fits(records: list[dict]) -> list[dict]:
 
 def _group_sort(g: tuple) -> tuple:
     variant, *rest = g
-    return (VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else 99, *rest)
+    return (variant_rank(variant), *rest)
 
 
 def warnings_for(records: list[dict], max_cv: float, budget_mb: float | None) -> list[str]:
@@ -169,7 +163,7 @@ def save(path: str | os.PathLike, doc: dict) -> None:
 
 def load(path: str | os.PathLike) -> dict:
     """Read a latency file (refuses other formats and newer versions with a clear RunDirError)."""
-    from ..preflight import check_latency
+    from ..core.preflight import check_latency
 
     doc = read_versioned(path, FORMAT, VERSION)
     check_latency(doc, path)  # wrong-typed fields: one clear error (exit 2), not a crash in a reader
@@ -178,7 +172,7 @@ def load(path: str | os.PathLike) -> dict:
 
 def sort_records(records: list[dict]) -> list[dict]:
     def key(r):
-        v = VARIANT_ORDER.index(r["variant"]) if r["variant"] in VARIANT_ORDER else 99
+        v = variant_rank(r["variant"])
         return (r["threads"], r["batch"], r["seq"], -r["depth"], r["model"], v)
 
     return sorted(records, key=key)

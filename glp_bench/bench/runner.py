@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..errors import DeviceError
+from ..core.errors import DeviceError
 from . import stats
 
 ONNXRUNTIME = "onnxruntime"
@@ -251,27 +251,25 @@ def probe_cuda(ort) -> str | None:
     graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
+    from glp_runtime.session import SessionError, SessionSettings, build_session
+
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[CUDA, CPU])
-    except Exception as e:  # noqa: BLE001 - any failure means "cannot run"
-        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    used = sess.get_providers()
-    return None if used and used[0] == CUDA else f"sessions fall back to {used[0] if used else 'nothing'}"
+        build_session(model.SerializeToString(), SessionSettings(provider=CUDA, log_severity=4))
+    except SessionError as e:
+        if e.kind == "fallback":
+            return f"sessions fall back to {e.providers[0] if e.providers else 'nothing'}"
+        return e.detail or str(e)
+    return None
 
 
 def spawn(argv: list[str], job: dict, threads: int, timeout: float | None = None) -> dict:
     """Run a worker command in a fresh process with ``job`` as JSON on stdin; its result dict (the line after
     ``RESULT_MARKER``), or ``{"error": message}`` when it fails or times out. The worker imports this very
-    glp_bench, installed or not (e.g. a script that put the checkout on sys.path). Used by the latency runner
-    and the gate's A/B worker."""
+    installed glp_bench. Used by the latency runner and the gate's A/B worker."""
     env = dict(os.environ)
     if threads > 0:  # OpenMP-based libraries (torch) size their pools from this
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     try:
         proc = subprocess.run(argv, input=json.dumps(job), capture_output=True, text=True, env=env, timeout=timeout)
@@ -315,7 +313,7 @@ def measure(
         min_time:  ... and at least this many seconds of timed runs.
         warmup:    untimed runs before timing, per worker (>= 1 recommended: first runs allocate).
         max_time:  a worker stops timing after this many seconds even below ``min_runs`` (slow configs).
-        progress:  a ``rich.progress.Progress`` (``glp_bench.progress.make_progress()``) to advance, or None.
+        progress:  a ``rich.progress.Progress`` (``glp_bench.core.progress.make_progress()``) to advance, or None.
         on_round:  called after each round with (round index, measurements so far), e.g. to save
                    partial results so an interrupted run loses at most one round.
         timeout:   seconds after which a worker is killed and its configuration marked failed.

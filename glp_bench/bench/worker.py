@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 
-from .runner import CPU, CUDA, RESULT_MARKER, TENSORRT, TORCH, BenchConfig
+from .runner import RESULT_MARKER, TORCH, BenchConfig
 
 
 def _proc_status_mb(key: str) -> float | None:
@@ -103,40 +103,24 @@ ORT_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)"
 def ort_runner(cfg: BenchConfig):
     """(run, info): a zero-argument callable doing one timed inference with ONNX Runtime."""
     import onnxruntime as ort
+    from glp_runtime.session import SessionError, SessionSettings, build_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = cfg.threads
-    so.inter_op_num_threads = cfg.inter_op_threads
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[cfg.graph_optimization]
-    so.enable_cpu_mem_arena = cfg.memory_arena
-    spin = "1" if cfg.spinning else "0"
-    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    so.log_severity_level = 3
-
-    if cfg.provider == CPU:
-        providers = [CPU]
-    elif cfg.provider == CUDA:
-        providers = [(CUDA, {"device_id": cfg.device_id, **cfg.provider_options}), CPU]
-    else:  # TensorRT first, CUDA then CPU for the nodes TensorRT does not take
-        trt = {"device_id": cfg.device_id, "trt_engine_cache_enable": True,
-               "trt_engine_cache_path": os.path.join(os.path.dirname(os.path.abspath(cfg.model)), "trt-cache"),
-               **cfg.provider_options}
-        providers = [(TENSORRT, trt), (CUDA, {"device_id": cfg.device_id}), CPU]
-
+    settings = SessionSettings(provider=cfg.provider, intra_op_threads=cfg.threads,
+                               inter_op_threads=cfg.inter_op_threads, graph_optimization=cfg.graph_optimization,
+                               memory_arena=cfg.memory_arena, spinning=cfg.spinning, sequential=True,
+                               device_id=cfg.device_id, provider_options=cfg.provider_options)
     rss0 = current_rss_mb()
     t0 = time.perf_counter()
-    sess = ort.InferenceSession(cfg.model, sess_options=so, providers=providers)
+    try:
+        sess = build_session(cfg.model, settings)
+    except SessionError as e:
+        if e.kind == "fallback":
+            used = e.providers
+            raise RuntimeError(f"{cfg.provider} was asked for but the session runs on "
+                               f"{used[0] if used else 'nothing'} (providers {used})") from None
+        raise RuntimeError(str(e)) from None
     init_s = time.perf_counter() - t0
     used = sess.get_providers()
-    if used[0] != cfg.provider:
-        raise RuntimeError(f"{cfg.provider} was asked for but the session runs on {used[0]} (providers {used})")
 
     specs = [(i.name, ORT_TYPES.get(i.type, "int64")) for i in sess.get_inputs()]
     feeds = make_inputs(specs, cfg.batch, cfg.seq, cfg.vocab_size or vocab_size_near(cfg.model), cfg.seed)

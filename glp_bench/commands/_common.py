@@ -36,7 +36,7 @@ probability = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exc
 
 
 def add_task_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
-    from ..models import DEFAULT_MODEL
+    from ..prune.models import DEFAULT_MODEL
 
     p.add_argument("--task", required=task_required,
                    help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), a custom task file "
@@ -50,7 +50,7 @@ def add_task_model_args(p: argparse.ArgumentParser, task_required: bool = True) 
         help="the task's GLUE folder (.../glue/CoLA) or a GLUE root with one sub-folder per task; "
         "default $GLP_BENCH_DATA, else the bundled copy (CoLA), else the hub dataset nyu-mll/glue",
     )
-    from ..task_def import add_args
+    from ..data.task_def import add_args
 
     add_args(p)  # --train/--dev/--text-column/...: a custom task by flags
 
@@ -70,7 +70,7 @@ def quiet_hf() -> None:
 
 
 def parse_layers(text: str | None) -> list[int]:
-    from ..errors import SurgeryError
+    from ..core.errors import SurgeryError
 
     if not text:
         return []

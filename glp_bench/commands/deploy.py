@@ -1,4 +1,4 @@
-"""glp-bench deploy: write a self-contained bundle of one pruned model for a target (see glp_bench.bundle)."""
+"""glp-bench deploy: write a self-contained bundle of one pruned model for a target (see glp_bench.deploy.bundle)."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..bundle import deploy
-    from ..preflight import writable_dir
-    from ..progress import console, make_progress
+    from ..core.preflight import writable_dir
+    from ..core.progress import console, make_progress
+    from ..deploy.bundle import deploy
 
     writable_dir(args.out, "--out")  # before the export check, not after it
     with make_progress(transient=True) as progress:

@@ -7,8 +7,8 @@ import argparse
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
     """Export options shared with ``prune-and-export`` (which has its own --data-dir / --run-dir)."""
-    from ..export import DEFAULT_OPSET
-    from ..variants import DEFAULT_VARIANTS, PRESETS, VARIANTS
+    from ..export.stage import DEFAULT_OPSET
+    from ..export.variants import DEFAULT_VARIANTS, PRESETS, VARIANTS
 
     p.add_argument(
         "--variants", default=",".join(DEFAULT_VARIANTS),
@@ -21,8 +21,8 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         help="int8 preset for the target CPU (default auto: detected from this CPU's flags; "
         "set it when the deployment CPU differs from this one)",
     )
-    from ..int8_select import CANDIDATES
-    from ..quant_exclude import DEFAULT_MAX_QUANT_DROP
+    from ..export.int8_select import CANDIDATES
+    from ..export.quant_exclude import DEFAULT_MAX_QUANT_DROP
     from ._common import non_negative_float
 
     p.add_argument(
@@ -40,8 +40,8 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def _opset(text: str) -> int:
     """argparse type: an opset this onnx supports, refused when the options are parsed (before a prune)."""
-    from ..errors import ExportError
-    from ..export import check_opset
+    from ..core.errors import ExportError
+    from ..export.stage import check_opset
 
     try:
         return check_opset(int(text))
@@ -52,7 +52,7 @@ def _opset(text: str) -> int:
 
 
 def export_kwargs(args) -> dict:
-    """The keyword arguments of ``glp_bench.export.export_run`` from parsed ``add_export_args`` options."""
+    """The keyword arguments of ``glp_bench.export.stage.export_run`` from parsed ``add_export_args`` options."""
     return {"variants": args.variants, "opset": args.opset, "quant_preset": args.quant_preset,
             "int8_candidate": args.int8_candidate, "max_quant_drop": args.max_quant_drop}
 
@@ -81,7 +81,7 @@ def render(report, console) -> None:
     """The per-model, per-variant table: status, logit difference, ORT vs PyTorch dev score, size."""
     from rich.table import Table
 
-    from ..manifest import RunDir
+    from ..core.rundir import RunDir
 
     run = RunDir(report.run_dir).load()
     key = report.main_key
@@ -106,7 +106,7 @@ def render(report, console) -> None:
                 _fmt((r.get("seconds") or {}).get("build"), ".1f"),
             )
     console.print(table)
-    from ..export_int8 import int8_notes
+    from ..export.int8 import int8_notes
 
     built = {n for n, recs in report.records.items() if "int8" in recs and "int8" not in report.skipped.get(n, [])}
     for note in int8_notes(run.models, built):
@@ -122,11 +122,11 @@ def _fmt(x, spec: str, missing: str = "") -> str:
 def run(args) -> int:
     from rich.console import Console
 
-    from ..export import export_run
-    from ..manifest import RunDir
-    from ..preflight import clean_temp_files
-    from ..progress import make_progress
-    from ..runlock import acquire
+    from ..core.preflight import clean_temp_files
+    from ..core.progress import make_progress
+    from ..core.rundir import RunDir
+    from ..core.runlock import acquire
+    from ..export.stage import export_run
     from ._common import quiet_hf
 
     quiet_hf()

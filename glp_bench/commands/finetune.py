@@ -50,23 +50,23 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from ..data import load_task_data
-    from ..errors import GlpError
-    from ..identity import model_identity
-    from ..jsonio import atomic_write_json, stamp
-    from ..manifest import default_run_dir, now
-    from ..models import load_classifier, load_tokenizer, model_slug, resolve_model
-    from ..preflight import writable_dir
-    from ..progress import make_progress
-    from ..surgery import drop_layers, kept_layers
-    from ..task_def import task_from_args
-    from ..tasks import flatten_scores
-    from ..train import TrainConfig, evaluate, fine_tune, resolve_device, tokenize
+    from ..core.errors import GlpError
+    from ..core.jsonio import atomic_write_json, stamp
+    from ..core.preflight import writable_dir
+    from ..core.progress import make_progress
+    from ..core.rundir import default_run_dir, now
+    from ..data.identity import model_identity
+    from ..data.loaders import load_task_data
+    from ..data.task_def import task_from_args
+    from ..data.tasks import flatten_scores
+    from ..prune.models import load_classifier, load_tokenizer, model_slug, resolve_model
+    from ..prune.surgery import drop_layers, kept_layers
+    from ..prune.train import TrainConfig, evaluate, fine_tune, resolve_device, tokenize
 
     quiet_hf()
     task = task_from_args(args)
     device = resolve_device(args.device)
-    from ..precision import resolve_precision
+    from ..prune.precision import resolve_precision
 
     precision = resolve_precision(args.precision, device)  # bf16 without support, fp16 on a CPU: refused now
     model_id = resolve_model(args.model)

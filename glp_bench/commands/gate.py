@@ -1,7 +1,7 @@
 """glp-bench gate: is a candidate ONNX model slower than a baseline? The exit status is the verdict.
 
-Decision logic: ``glp_bench.gate``; structural facts: ``glp_bench.structure``; inputs: ``glp_bench.gate_inputs``;
-same-job measurement: ``glp_bench.gate_worker``; tables: ``glp_bench.gate_render``.
+Decision logic: ``glp_bench.gate.decide``; structural facts: ``glp_bench.gate.structure``; inputs: ``glp_bench.gate.inputs``;
+same-job measurement: ``glp_bench.bench.alternating``; tables: ``glp_bench.gate.render``.
 
 ``--json FILE`` writes format ``glp-bench-gate``, version 1 (``jsonio.stamp`` adds format, version, environment)::
 
@@ -10,15 +10,15 @@ same-job measurement: ``glp_bench.gate_worker``; tables: ``glp_bench.gate_render
     settings:  {batch, seq, threads, rounds, min_runs, min_time, warmup, provider, factor, alpha, remeasure,
                 structure ("fail" | "report"), max_time_s, test, clock ("cpu" | "wall"), onnxruntime}
     baseline:  {source, onnx, kind/model/variant (same-job) | record_key, stored_environment, stored_created
-                (stored), structure: glp_bench.structure.facts (a stored baseline whose file is gone: file size only)}
+                (stored), structure: glp_bench.gate.structure.facts (a stored baseline whose file is gone: file size only)}
     candidate: {source, onnx, kind, model, variant, structure}
-    timing:    glp_bench.gate.TimingVerdict.to_dict(): status, ratio, p_slower, p_faster, factor, alpha, test,
+    timing:    glp_bench.gate.decide.TimingVerdict.to_dict(): status, ratio, p_slower, p_faster, factor, alpha, test,
                n_baseline, n_candidate, baseline_s, candidate_s, reason
     passes:    [{baseline_rounds_s, candidate_rounds_s (seconds on the decision clock, the rounds this pass added),
                  verdict (on everything pooled so far)}]
     rounds:    same-job: [{first ("baseline" | "candidate"), wall_s: [baseline, candidate], cpu_s: [...],
                            session_init_s: [...]}] one per worker process
-    structure: {rows: glp_bench.structure.compare rows, regressions: [one line each]}
+    structure: {rows: glp_bench.gate.structure.compare rows, regressions: [one line each]}
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _short(path) -> str:
 
 
 def _specs(args) -> tuple[str, str]:
-    from ..errors import GlpError
+    from ..core.errors import GlpError
 
     if args.baseline and args.baseline_pos and args.candidate_pos is None and args.candidate is None:
         args.candidate_pos, args.baseline_pos = args.baseline_pos, None  # "gate --baseline X CANDIDATE"
@@ -132,8 +132,8 @@ def _facts(path) -> dict:
     """Structural facts of an ONNX file; a file that is not a loadable ONNX model is bad input (exit 2)."""
     from google.protobuf.message import DecodeError
 
-    from .. import structure
-    from ..gate_inputs import GateInputError
+    from ..gate import structure
+    from ..gate.inputs import GateInputError
 
     try:
         return structure.facts(path)
@@ -143,14 +143,14 @@ def _facts(path) -> dict:
 
 
 def _same_job(args, base_spec: str, cand_path) -> Setup:
-    from .. import gate
     from ..bench import runner
-    from ..gate_inputs import resolve_model
-    from ..gate_worker import choose_clock, measure_pairs
+    from ..bench.alternating import choose_clock, measure_pairs
+    from ..gate import decide
+    from ..gate.inputs import resolve_model
 
     base_path, base_info = resolve_model(base_spec, args.model, args.variant)
     settings = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in SAME_JOB_DEFAULTS.items()}
-    factor = args.factor or gate.DEFAULT_FACTOR
+    factor = args.factor or decide.DEFAULT_FACTOR
     provider = runner.CUDA if args.device == "cuda" else runner.CPU
     common = dict(batch=settings["batch"], seq=settings["seq"], threads=settings["threads"], provider=provider,
                   io_binding=provider == runner.CUDA)
@@ -168,7 +168,7 @@ def _same_job(args, base_spec: str, cand_path) -> Setup:
 
     return Setup("same-job", settings, factor, provider, clock, configs, _facts(base_path), _short(base_path),
                  {"source": base_spec, "onnx": str(base_path), **base_info},
-                 lambda b, c: gate.compare_paired(b, c, factor, args.alpha), gate.PAIRED_TEST, measure, raw)
+                 lambda b, c: decide.compare_paired(b, c, factor, args.alpha), decide.PAIRED_TEST, measure, raw)
 
 
 def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
@@ -176,11 +176,11 @@ def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
 
     import onnxruntime as ort
 
-    from .. import gate
     from ..bench import runner
-    from ..errors import GlpError
-    from ..gate_inputs import GateInputError, load_stored, select_record, stored_model_path
-    from ..jsonio import environment
+    from ..core.errors import GlpError
+    from ..core.jsonio import environment
+    from ..gate import decide
+    from ..gate.inputs import GateInputError, load_stored, select_record, stored_model_path
 
     if args.clock == "cpu":
         raise GlpError("a stored baseline holds wall-clock samples: --clock cpu works only in same-job mode "
@@ -189,7 +189,7 @@ def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
     rec = select_record(doc, key=args.key, model=args.model, variant=args.variant or cand_info.get("variant"),
                         batch=args.batch, seq=args.seq, threads=args.threads)
     threads = rec["threads"] if args.threads is None else args.threads
-    mismatches = gate.environment_mismatches(doc.get("environment", {}), (doc.get("host") or {}).get("onnxruntime"),
+    mismatches = decide.environment_mismatches(doc.get("environment", {}), (doc.get("host") or {}).get("onnxruntime"),
                                              rec["threads"], environment(), ort.__version__, threads)
     provider = {"cuda": runner.CUDA, "cpu": runner.CPU}.get(args.device, rec["provider"])
     if provider != rec["provider"]:
@@ -204,7 +204,7 @@ def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
                 "rounds": args.rounds or s.get("rounds") or 3, "min_runs": args.min_runs or s.get("min_runs") or 10,
                 "min_time": args.min_time if args.min_time is not None else s.get("min_time_s", 1.0),
                 "warmup": args.warmup if args.warmup is not None else s.get("warmup_runs", 3)}
-    factor = args.factor or gate.STORED_FACTOR
+    factor = args.factor or decide.STORED_FACTOR
     config = runner.BenchConfig(
         model=str(cand_path), batch=rec["batch"], seq=rec["seq"], threads=threads, provider=provider,
         inter_op_threads=(doc.get("target") or {}).get("inter_op_threads", 1), spinning=rec.get("spinning", True),
@@ -222,14 +222,14 @@ def _stored(args, base_spec: str, cand_path, cand_info: dict) -> Setup:
                               description=f"gate pass {len(passes_done) + 1}")
         passes_done.append(n)
         if m.error:
-            raise gate.MeasurementFailed(f"candidate ({_short(m.config.model)}): {m.error}")
+            raise decide.MeasurementFailed(f"candidate ({_short(m.config.model)}): {m.error}")
         return (stored_rounds if len(passes_done) == 1 else []), m.rounds
 
     return Setup("stored", settings, factor, provider, "wall", [config], base_facts,
                  f"{rec['key']} (stored {Path(base_spec).name})",
                  {"source": base_spec, "record_key": rec["key"], "onnx": str(base_file) if base_file else None,
                   "stored_environment": doc.get("environment"), "stored_created": doc.get("created")},
-                 lambda b, c: gate.compare_unpaired(b, c, factor, args.alpha), gate.UNPAIRED_TEST, measure)
+                 lambda b, c: decide.compare_unpaired(b, c, factor, args.alpha), decide.UNPAIRED_TEST, measure)
 
 
 def run(args) -> int:
@@ -239,15 +239,15 @@ def run(args) -> int:
     import onnxruntime as ort
     from rich.console import Console
 
-    from .. import gate, structure
     from ..bench import runner
-    from ..errors import GlpError
-    from ..gate_inputs import resolve_model
-    from ..gate_render import outcome_text, sides_table, structure_table, timing_table
-    from ..jsonio import atomic_write_json, stamp
-    from ..manifest import now
-    from ..preflight import writable_file
-    from ..progress import make_progress
+    from ..core.errors import GlpError
+    from ..core.jsonio import atomic_write_json, stamp
+    from ..core.preflight import writable_file
+    from ..core.progress import make_progress
+    from ..core.rundir import now
+    from ..gate import decide, structure
+    from ..gate.inputs import resolve_model
+    from ..gate.render import outcome_text, sides_table, structure_table, timing_table
 
     t_start = time.perf_counter()
     if args.factor is not None and args.factor <= 1:
@@ -271,10 +271,10 @@ def run(args) -> int:
         f"{_short(cand_path)}; batch {st['batch']}, seq {st['seq']}, {st['threads']} thread(s), {setup.provider}; "
         f"{setup.clock} clock; {st['rounds']} rounds per pass, factor {setup.factor:.2f}, alpha {args.alpha:g}")
     with make_progress(transient=True) as progress:
-        passes = gate.run_timing(lambda n: setup.measure(n, progress), setup.compare, st["rounds"],
+        passes = decide.run_timing(lambda n: setup.measure(n, progress), setup.compare, st["rounds"],
                                  remeasure=args.remeasure, factor=setup.factor, alpha=args.alpha, test=setup.test)
     timing = passes[-1].verdict
-    outcome = gate.overall(timing, regressions, args.structure == "fail")
+    outcome = decide.overall(timing, regressions, args.structure == "fail")
     seconds = time.perf_counter() - t_start
 
     raw = setup.raw
@@ -302,6 +302,6 @@ def run(args) -> int:
                         "session_init_s": r["session_init_s"]} for r in raw],
             "structure": {"rows": rows, "regressions": regressions},
         }))
-    if outcome.exit_code == gate.EXIT_UNDECIDED:
+    if outcome.exit_code == decide.EXIT_UNDECIDED:
         raise GlpError(f"could not decide: {timing.reason}")
     return outcome.exit_code

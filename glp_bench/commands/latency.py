@@ -68,12 +68,12 @@ def run(args) -> int:
 
     from ..bench import results, runner
     from ..bench.plan import find_run_dir, make_plan
-    from ..bench.targets import TargetError, resolve_target
-    from ..errors import GlpError
-    from ..manifest import RunDir
-    from ..preflight import writable_file
-    from ..progress import make_progress
-    from ..runlock import acquire
+    from ..core.errors import GlpError
+    from ..core.preflight import writable_file
+    from ..core.progress import make_progress
+    from ..core.rundir import RunDir
+    from ..core.runlock import acquire
+    from ..core.targets import TargetError, resolve_target
 
     target = resolve_target(args.device)
     if args.tensorrt:
@@ -95,7 +95,7 @@ def run(args) -> int:
                          "configuration and round"}
     host = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
             "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    out = writable_file(args.out or results.latency_path(run_dir.path, target.name), "--out")
+    out = writable_file(args.out or run_dir.latency_path(target.name), "--out")
     console = Console(stderr=True)
     console.print(f"latency on target [bold]{target.name}[/] ({target.provider}): {len(plan.configs)} configurations "
                   f"x {args.rounds} rounds from {run_dir.path}")
@@ -139,7 +139,7 @@ def run(args) -> int:
                       f"{worst['summary_s']['cv']:.0%}): the machine is busy; close other programs, pin to idle "
                       "cores, or raise --min-time/--rounds (every warning is in the results file)")
     console.print(f"results: {out}")
-    from ..report import write_run_report_or_warn
+    from ..report.stage import write_run_report_or_warn
 
     write_run_report_or_warn(run_dir.path, console)
     if not any(m["summary_s"] for m in doc["measurements"]):

@@ -107,15 +107,15 @@ def prepare(args):
 
     from transformers import AutoConfig
 
-    from ..errors import ExecutorError, ModelError
-    from ..executors import ExecutorSpec, check_spec
-    from ..manifest import RunDir, default_run_dir, now
-    from ..models import layer_spec, model_slug, resolve_model
-    from ..prune import RESUME_KEYS, check_min_depth, make_plan
-    from ..search import parse_strategies
-    from ..surgery import original_depth
-    from ..task_def import task_from_args
-    from ..train import resolve_device
+    from ..core.errors import ExecutorError, ModelError
+    from ..core.rundir import RunDir, default_run_dir, now
+    from ..data.task_def import task_from_args
+    from ..prune.executors import ExecutorSpec, check_spec
+    from ..prune.models import layer_spec, model_slug, resolve_model
+    from ..prune.search import parse_strategies
+    from ..prune.stage import RESUME_KEYS, check_min_depth, make_plan
+    from ..prune.surgery import original_depth
+    from ..prune.train import resolve_device
 
     task = task_from_args(args)  # GLUE name, .toml file or --train/--dev flags
     strategies = parse_strategies(args.strategy)
@@ -141,14 +141,14 @@ def prepare(args):
                      search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
-        from ..precision import resolve_precision
+        from ..prune.precision import resolve_precision
 
         resolve_precision(plan.precision, plan.device)
     plan.task_def = task.definition  # a custom task lives in the run config
     run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
-    from ..identity import check_identity, current_identity
-    from ..preflight import clean_temp_files, writable_dir
-    from ..runlock import acquire
+    from ..core.preflight import clean_temp_files, writable_dir
+    from ..core.runlock import acquire
+    from ..data.identity import check_identity, current_identity
 
     writable_dir(run.path, "--run-dir")
     acquire(run.path)  # one writer per run directory, held until this process ends
@@ -191,11 +191,11 @@ def execute(plan, run, console):
     runs the work."""
     from dataclasses import replace
 
-    from ..data import describe_data
-    from ..executors import open_executor
-    from ..precision import resolve_precision
-    from ..progress import make_progress
-    from ..prune import (
+    from ..core.progress import make_progress
+    from ..data.loaders import describe_data
+    from ..prune.executors import open_executor
+    from ..prune.precision import resolve_precision
+    from ..prune.stage import (
         Pruner,
         candidate_scorer,
         estimate_seconds,
@@ -319,8 +319,8 @@ def render_orders(run, orders: dict[str, list[int]], console) -> None:
     """The removal order per strategy and, for GLP, one line per step: the removed layer, its held-out score
     and loss, and which rule decided (the score, or a tie-break: held-out loss, then layer index). Warns
     when no step was decided by the score."""
-    from ..search import decided_by, step_pool
-    from ..tasks import task_of_run
+    from ..data.tasks import task_of_run
+    from ..prune.search import decided_by, step_pool
 
     for strategy, order in orders.items():
         console.print(f"{strategy}: removal order {order}")

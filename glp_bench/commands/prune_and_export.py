@@ -22,10 +22,10 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from ..export import export_run
-    from ..onnx_eval import CUDA, require_provider
-    from ..progress import make_progress
-    from ..variants import parse_variants
+    from ..core.progress import make_progress
+    from ..export.stage import export_run
+    from ..export.validate import CUDA, require_provider
+    from ..export.variants import parse_variants
     from . import export as export_cmd
     from . import prune as prune_cmd
     from ._common import quiet_hf
@@ -46,7 +46,7 @@ def run(args) -> int:
     export_cmd.render(report, Console())
     t2 = time.perf_counter()
     err.print(f"prune {(t1 - t0) / 60:.1f} min, export {(t2 - t1) / 60:.1f} min, total {(t2 - t0) / 60:.1f} min -> {rundir.path}")
-    from ..report import write_run_report_or_warn
+    from ..report.stage import write_run_report_or_warn
 
     write_run_report_or_warn(rundir.path, err)
     report.raise_for_failures()

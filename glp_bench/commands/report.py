@@ -8,7 +8,7 @@ FORMATS = ("table", "markdown", "json", "csv")
 
 
 def add_parser(sub):
-    from ..report import DEFAULT_MAX_DROP
+    from ..report.stage import DEFAULT_MAX_DROP
 
     p = sub.add_parser(
         "report", help="score vs speedup per depth/variant/target, Pareto frontier, recommendation, plot",
@@ -50,11 +50,11 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..bench.plan import find_run_dir
-    from ..errors import GlpError
-    from ..jsonio import atomic_write_text
-    from ..preflight import writable_file
-    from ..report import build_report
-    from ..report_glue import build_glue, check_glue_only, render_report_rich, report_text
+    from ..core.errors import GlpError
+    from ..core.jsonio import atomic_write_text
+    from ..core.preflight import writable_file
+    from ..report.glue import build_glue, check_glue_only, render_report_rich, report_text
+    from ..report.stage import build_report
 
     for option, path in (("--output", args.output), ("--plot", args.plot)):
         if path:
@@ -84,7 +84,7 @@ def run(args) -> int:
     if args.output:
         err.print(f"report: {args.output}")
     if args.plot:
-        from ..plot import plot_report
+        from ..report.plot import plot_report
 
         err.print(f"plot: {plot_report(report, args.plot)}")
     return 0

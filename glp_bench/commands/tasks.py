@@ -23,9 +23,9 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..data import bundled_dir
-    from ..task_def import EXAMPLE
-    from ..tasks import TASKS
+    from ..data.loaders import bundled_dir
+    from ..data.task_def import EXAMPLE
+    from ..data.tasks import TASKS
 
     table = Table(title="GLUE tasks")
     for col in ("task", "GLUE folder", "inputs", "labels", "main metric", "dev split(s)", "data without --data-dir"):

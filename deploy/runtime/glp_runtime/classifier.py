@@ -30,54 +30,32 @@ import numpy as np
 
 from .bundle import MODEL, TOKENIZER, Bundle, BundleError, load_bundle
 from .inputs import normalize
+from .session import CUDA, TENSORRT, SessionError, SessionSettings, build_session
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
-GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                "all": "ORT_ENABLE_ALL"}
 DEFAULT_BATCH_SIZE = 64
 # ONNX graph input -> field of a tokenizers.Encoding
 INPUT_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def provider_name(name: str) -> str:
-    return PROVIDER_ALIASES.get(name.lower(), name)
-
-
 def make_session(model_path: Path, settings: dict, provider: str | None = None, threads: int | None = None):
-    """An ONNX Runtime session with the bundle's settings, on exactly the asked provider."""
+    """An ONNX Runtime session with the bundle's settings, on exactly the asked provider
+    (``glp_runtime.session``: the builder glp-bench measured it with)."""
     import onnxruntime as ort
 
-    primary = provider_name(provider) if provider else (settings.get("providers") or [CPU])[0]
-    available = ort.get_available_providers()
-    if primary not in available:
-        hint = (" (install onnxruntime-gpu instead of onnxruntime and make sure a GPU is visible,"
-                " or run it on the CPU with --provider cpu)") if primary in (CUDA, TENSORRT) else ""
-        raise BundleError(f"this bundle runs on {primary}, which this onnxruntime {ort.__version__} lacks "
-                          f"(available: {', '.join(available)}){hint}")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = int(threads if threads is not None else settings.get("intra_op_threads", 0))
-    so.inter_op_num_threads = int(settings.get("inter_op_threads", 0))
-    level = GRAPH_LEVELS.get(settings.get("graph_optimization", "all"), "ORT_ENABLE_ALL")
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    so.enable_cpu_mem_arena = bool(settings.get("memory_arena", True))
-    spin = "1" if settings.get("spinning", True) else "0"
-    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    chain = [primary] + ([CUDA] if primary == TENSORRT else []) + ([CPU] if primary != CPU else [])
+    s = SessionSettings.from_runtime(settings, provider, threads)
     try:
-        session = ort.InferenceSession(str(model_path), so, providers=chain)
-    except Exception as e:  # noqa: BLE001 - onnxruntime's pybind errors share no useful base class
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BundleError(f"{model_path} cannot be loaded by onnxruntime {ort.__version__} ({first}); "
+        return build_session(model_path, s)
+    except SessionError as e:
+        if e.kind == "provider":
+            hint = (" (install onnxruntime-gpu instead of onnxruntime and make sure a GPU is visible,"
+                    " or run it on the CPU with --provider cpu)") if s.provider in (CUDA, TENSORRT) else ""
+            raise BundleError(f"this bundle runs on {s.provider}, which this onnxruntime {ort.__version__} lacks "
+                              f"(available: {', '.join(e.providers)}){hint}") from None
+        if e.kind == "fallback":
+            raise BundleError(f"onnxruntime could not start {s.provider} for {model_path} (got {e.providers})") from None
+        raise BundleError(f"{model_path} cannot be loaded by onnxruntime {ort.__version__} ({e.detail or e}); "
                           "upgrade onnxruntime or re-deploy the model") from None
-    if session.get_providers()[0] != primary:
-        raise BundleError(f"onnxruntime could not start {primary} for {model_path} (got {session.get_providers()})")
-    return session
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

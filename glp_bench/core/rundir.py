@@ -1,0 +1,269 @@
+"""The run-directory contract. Stages talk only through these files, so any stage can be re-run,
+resumed, or run on another machine (prune on a GPU box, bench on the target device)::
+
+    runs/<task>-<model-slug>/
+      manifest.json          this module: config, environment, search log, models, artifacts
+      depth-06/              one folder per distinct pruned model (full depth = the reference)
+        model/               fine-tuned PyTorch weights (safetensors) + config + tokenizer
+        onnx/model.onnx      fp32 export; variants beside it (model.int8.onnx, ...), export.json
+      depth-05-top/          a depth of another strategy whose kept layers differ from the first's
+      latency/<target>.json  raw latency samples + summaries (glp_bench.bench)
+      report.md              score-vs-speedup table (glp_bench.report.stage)
+
+``manifest.json`` (format ``glp-bench-run``, version 2)::
+
+    config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
+                 precision, search_seeds, rescore_close, final_seeds, ...
+    recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "chosen"}
+    teacher:     {"model": "depth-06", "path": "teacher/train-logits.npy", "sha256", ...}   # distillation
+    strategies:  {name: {"order": [layer, ...],              # removal order, original numbering
+                         "steps": [{"removed": [...],        # layers removed before this step
+                                    "candidates": {"<layer>": {"score": x, "loss": l, "seeds": {...}}},
+                                    "rescore": {...}, "noise": {"p_best", "within_noise", ...},
+                                    "chosen": layer}],       # held-out predictions: search/step-SS/*.npy
+                         "models": {"<depth>": "<model name>"}}}
+    models:      {"depth-05": {"depth": 5, "kept_layers": [...], "strategies": ["glp"],
+                               "dev_scores": {metric: value}, "train": {...}, "path": "depth-05/model",
+                               "seed": s, "recipe": {...}, "distill": {"alpha", "temperature"} | None,
+                               "seeds": {"<seed>": {"dev_scores": ..., "distill": ...}},
+                               "files": {name: {"size": n, "sha256": h}},
+                               "onnx": {variant: {...}}}}   # written by export
+
+Only one process writes a run directory at a time (the driver); every write is atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from .errors import RunDirError
+from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
+
+FORMAT = "glp-bench-run"
+VERSION = 2
+RUNS_ROOT = "runs"
+MANIFEST = "manifest.json"
+TEACHER_FILE = "teacher/train-logits.npy"
+LATENCY_DIR = "latency"
+REPORT_FILE = "report.md"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def default_run_dir(task: str, slug: str) -> Path:
+    return Path(RUNS_ROOT) / f"{task}-{slug}"
+
+
+def model_name(depth: int, strategy: str | None = None) -> str:
+    return f"depth-{depth:02d}" + (f"-{strategy}" if strategy else "")
+
+
+def file_record(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def migrate(data: dict) -> dict:
+    """Bring an older manifest to the current version, in memory (saved with the next write).
+
+    1 -> 2: runs made before the recipe sweep, distillation and seeds: recipe ``paper`` (fixed learning rates),
+    no distillation, one seed everywhere; the model records gain their seed."""
+    if data.get("version", 1) < 2:
+        cfg = data.setdefault("config", {})
+        cfg.setdefault("recipe", "paper")
+        cfg.setdefault("sweep", None)
+        cfg.setdefault("precision", "fp32")
+        for key in ("search_seeds", "final_seeds"):
+            cfg.setdefault(key, 1)
+        cfg.setdefault("rescore_close", 0)
+        for part in ("search", "final"):
+            if isinstance(cfg.get(part), dict):
+                cfg[part].setdefault("distill_alpha", 0.0)
+                cfg[part].setdefault("distill_temperature", 2.0)
+        for rec in (data.get("models") or {}).values():
+            if isinstance(rec, dict) and rec.get("dev_scores") is not None:
+                rec.setdefault("seed", cfg.get("seed"))
+                rec.setdefault("distill", None)
+        data["version"] = 2
+    return data
+
+
+class RunDir:
+    """A run directory and its manifest (a plain dict, saved atomically)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.data: dict = {}
+        self.identity: dict | None = None  # glp_bench.data.identity: recorded by create()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        """Whether ``path`` holds a run (a manifest), without loading it."""
+        return (Path(path) / MANIFEST).is_file()
+
+    @classmethod
+    def runs_under(cls, root: str | Path) -> list[Path]:
+        """The run directories directly under ``root`` (sorted)."""
+        root = Path(root)
+        return sorted(p for p in root.glob("*") if cls.is_run(p)) if root.is_dir() else []
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def load(self) -> RunDir:
+        if not self.exists():
+            raise RunDirError(f"{self.path} is not a glp-bench run directory (no manifest.json); run 'glp-bench prune' first")
+        self.data = migrate(read_versioned(self.manifest_path, FORMAT, VERSION))
+        from .preflight import check_manifest
+
+        check_manifest(self.data, self.manifest_path)  # wrong-typed fields: one clear error, not a crash later
+        return self
+
+    def create(self, config: dict) -> RunDir:
+        self.data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "created": now(),
+            "updated": now(),
+            "environment": environment(),
+            "config": config,
+            "strategies": {},
+            "models": {},
+        }
+        if self.identity is not None:
+            self.data["identity"] = self.identity
+        self.save()
+        return self
+
+    def save(self) -> None:
+        self.data["updated"] = now()
+        atomic_write_json(self.manifest_path, self.data)
+
+    # --- convenience accessors -------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        return self.data["config"]
+
+    @property
+    def models(self) -> dict:
+        return self.data.setdefault("models", {})
+
+    @property
+    def strategies(self) -> dict:
+        return self.data.setdefault("strategies", {})
+
+    # --- every path into a run (no other module builds one) ------------------------------
+    def model_path(self, name: str) -> Path:
+        """Where model ``name``'s fine-tuned weights are written."""
+        return self.path / name / "model"
+
+    def model_dir(self, name: str) -> Path:
+        """Where model ``name``'s weights are: its recorded path, else the default."""
+        rec = self.models.get(name) or {}
+        return self.file(rec["path"]) if rec.get("path") else self.model_path(name)
+
+    def onnx_dir(self, name: str) -> Path:
+        """Model ``name``'s ONNX folder (``model.onnx``, its variants, ``export.json``)."""
+        return self.model_dir(name).parent / "onnx"
+
+    def export_json(self, name: str) -> Path:
+        return self.onnx_dir(name) / "export.json"
+
+    def file(self, recorded: str) -> Path:
+        """A path recorded in the manifest (relative to the run) as a path on disk."""
+        return self.path / recorded
+
+    def relative(self, path: Path) -> str:
+        """``path`` inside the run as the manifest records it."""
+        return Path(path).relative_to(self.path).as_posix()
+
+    @property
+    def teacher_path(self) -> Path:
+        """The reference model's logits on the train split (distillation's soft targets)."""
+        return self.path / TEACHER_FILE
+
+    def preds_path(self, step: int, layer: int, seed: int | str) -> Path:
+        """Held-out predictions of one GLP candidate fine-tune (for the bootstrap), ``search/step-SS/...``."""
+        return self.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}.npy"
+
+    @property
+    def latency_dir(self) -> Path:
+        return self.path / LATENCY_DIR
+
+    def latency_path(self, target: str) -> Path:
+        """``latency/<target>.json``: the results of ``glp-bench latency --device target``."""
+        return self.latency_dir / f"{target}.json"
+
+    def latency_targets(self) -> list[str]:
+        """Names of the targets with latency results (sorted)."""
+        return sorted(p.stem for p in self.latency_dir.glob("*.json")) if self.latency_dir.is_dir() else []
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_FILE
+
+    # --- what the other stages ask of a run -----------------------------------------------
+    def reference(self, names: list[str] | None = None) -> tuple[int, str | None]:
+        """(full depth, the full-depth reference model) among ``names`` (default: every model): the model of
+        the original depth, else the deepest; the shortest name wins a tie (``depth-06`` over ``depth-06-top``)."""
+        models = self.models
+        names = list(models) if names is None else [n for n in names if n in models]
+        if not names:
+            return int(self.config.get("original_depth") or 0), None
+        depth = self.config.get("original_depth") or max(models[n]["depth"] for n in names)
+        at = [n for n in names if models[n]["depth"] == depth]
+        if not at:
+            depth = max(models[n]["depth"] for n in names)
+            at = [n for n in names if models[n]["depth"] == depth]
+        return depth, sorted(at, key=lambda n: (len(n), n))[0]
+
+    def exported(self) -> dict[str, dict]:
+        """Model records with an ``onnx`` part (whatever its status)."""
+        return {n: r for n, r in self.models.items() if r.get("onnx")}
+
+    def ok_variants(self, name: str) -> list[str]:
+        """The variants of model ``name`` whose export succeeded, in ``glp_bench.core.vocab`` order."""
+        from .vocab import ok_variants
+
+        return ok_variants(self.models.get(name) or {})
+
+    def strategy_rank(self, rec: dict) -> int:
+        """Position of a model's first strategy in the run's strategy order (for stable listings)."""
+        order = list(self.config.get("strategies") or []) + list(self.strategies)
+        return min((order.index(s) for s in rec.get("strategies") or [] if s in order), default=len(order))
+
+    def models_at_depth(self, depth: int, strategy: str | None = None) -> list[str]:
+        """Finished models of ``depth``, the run's first strategy's first (``strategy`` filters)."""
+        finished = self.finished_models()
+        names = [n for n, m in finished.items() if m["depth"] == depth
+                 and (not strategy or strategy in (m.get("strategies") or []))]
+        return sorted(names, key=lambda n: (self.strategy_rank(finished[n]), len(n), n))
+
+    def finished_models(self) -> dict[str, dict]:
+        """Models whose fine-tuned weights and dev scores are recorded, deepest first."""
+        done = {n: m for n, m in self.models.items() if m.get("dev_scores") is not None}
+        return dict(sorted(done.items(), key=lambda kv: (-kv[1]["depth"], kv[0])))
+
+    def name_for(self, kept: list[int], depth: int, strategy: str) -> str:
+        """Existing model with exactly these kept layers, else a fresh folder name for ``strategy``."""
+        for name, rec in self.models.items():
+            if rec["kept_layers"] == list(kept):
+                return name
+        plain = model_name(depth)
+        return plain if plain not in self.models else model_name(depth, strategy)
+
+    def check_compatible(self, config: dict, keys: tuple[str, ...]) -> None:
+        """Refuse to mix a run with conflicting arguments (``--fresh`` starts over)."""
+        old = self.config
+        diffs = [f"{k}: run has {old.get(k)!r}, asked {config.get(k)!r}" for k in keys if old.get(k) != config.get(k)]
+        if diffs:
+            raise RunDirError(
+                f"{self.path} was started with other arguments ({'; '.join(diffs)}); "
+                "use the same arguments to resume, --fresh to start over, or --run-dir for a new run"
+            )

@@ -1,0 +1,3 @@
+"""The CI gate: the decision rule over raw samples (``decide``), its inputs from run directories and
+baselines (``inputs``), the structural check (``structure``) and its report (``render``). The A/B
+measurement itself is ``glp_bench.bench.alternating``."""

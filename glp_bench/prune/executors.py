@@ -1,0 +1,358 @@
+"""Where the fine-tunes of a prune run happen: in this process (``local``) or as Ray tasks (``ray``).
+
+Both executors have the same small interface, used by ``glp_bench.commands.prune``:
+
+* ``device`` (the torch device the fine-tunes run on), ``slots`` (how many run at once), ``describe()``;
+* ``load(pruner)``: take the run's ``glp_bench.prune.stage.Workload`` (Ray: ``ray.put`` it once);
+* ``calibrate() -> examples/s`` of the full model, for the time estimate;
+* ``scores(jobs)`` with ``jobs = [(key, Workload.score keyword arguments)]`` yields ``(key, score record)`` as
+  they finish (candidates, the recipe sweep's points); ``score_many(removed, candidates, **options)`` is the
+  hook of ``glp_bench.prune.search.greedy_search`` built on it;
+* ``run_finals(jobs)`` with ``jobs = [(key, {"removed": [...], "seed": s, "save": bool})]`` yields ``(key,
+  record, staged folder or None)`` as final models finish; the caller moves a folder into place with
+  ``Pruner.install``. A job with ``save`` false (an extra seed) only scores.
+
+The driver (this process) stays the only writer of the run directory: Ray workers return score records and,
+for final models, the bytes of the files they saved in a private temporary folder; the driver writes them.
+The manifest is the same whichever executor filled it, and a run resumes with either.
+
+Ray (``pip install 'glp-bench[ray]'``; imported only when chosen):
+
+* ``address=None`` starts a local Ray instance (dashboard off, temporary files in Ray's default ``/tmp/ray``)
+  and stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``).
+* Each task asks for one GPU when the cluster has GPUs (and ``--device`` is not ``cpu``), else for
+  ``cpus_per_task`` CPUs; torch in the worker uses exactly ``cpus_per_task`` threads.
+* Retries are Ray's own: a task whose worker process or node dies is re-run up to ``max_retries`` times
+  (``max_retries``); an exception raised by the fine-tune itself is not retried (``retry_exceptions=False``:
+  with fixed seeds it would fail the same way again). When a task fails for good, the tasks still running
+  are collected first (their results are saved), then the run stops with one clear error.
+* Determinism: every fine-tune draws from the run's seed alone, so a task gives the same numbers wherever it
+  runs. On CPU, float results do depend on torch's thread count (reductions are split differently; the
+  differences are ~1e-8 but can flip a near-tie). A Ray run therefore equals, bit for bit, a local run whose
+  torch uses ``cpus_per_task`` threads (``OMP_NUM_THREADS=1 glp-bench prune ...`` for the default of 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..core.errors import DeviceError, ExecutorError, GlpError
+
+EXECUTORS = ("local", "ray")
+RAY_DEVICES = ("auto", "cpu", "cuda")
+INSTALL_HINT = "pip install 'glp-bench[ray]'"
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Which executor, and its options (``--executor``, ``--ray-*``). Not part of a run's config: a run may be
+    resumed with another executor."""
+
+    kind: str = "local"
+    address: str | None = None  # Ray: None starts a local instance; "auto" or "HOST:PORT" joins a cluster
+    cpus_per_task: int = 1  # Ray: CPUs (and torch threads) per task when the tasks run on CPU
+    max_retries: int = 3  # Ray: re-runs of a task whose worker or node died
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT} "
+                            "(or use --executor local)") from None
+    return ray
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port). Pure."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExecutorError(f"--ray-address {address!r} is not auto or HOST:PORT (e.g. 10.0.0.1:6379, the "
+                            "address 'ray start --head' prints)")
+    return host.strip("[]"), int(port)
+
+
+def check_spec(spec: ExecutorSpec, device: str) -> None:
+    """Cheap checks before any weights are loaded: Ray importable, the address reachable, sane numbers."""
+    if spec.kind not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {spec.kind!r}; choose from {', '.join(EXECUTORS)}")
+    if spec.kind == "local":
+        return
+    if spec.cpus_per_task < 1:
+        raise ExecutorError(f"--ray-cpus-per-task must be at least 1, got {spec.cpus_per_task}")
+    if spec.max_retries < 0:
+        raise ExecutorError(f"--ray-max-retries must be 0 or more, got {spec.max_retries}")
+    if device not in RAY_DEVICES:
+        raise DeviceError(f"--device {device!r} with --executor ray: use auto, cpu or cuda (Ray assigns the GPUs)")
+    if spec.address and spec.address.startswith("ray://"):
+        raise ExecutorError(f"--ray-address {spec.address!r}: Ray Client (ray://) is not supported; run glp-bench on "
+                            "a node of the cluster with --ray-address auto or HOST:PORT")
+    import_ray()
+    if spec.address not in (None, "auto"):
+        host, port = parse_address(spec.address)
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as e:
+            raise ExecutorError(f"cannot reach a Ray cluster at {spec.address} ({e.strerror or e}); start one with "
+                                "'ray start --head' and pass the address it prints, or leave --ray-address out to "
+                                "start a local Ray instance") from None
+
+
+def open_executor(spec: ExecutorSpec, device: str):
+    """The executor for ``spec`` (a context manager); ``device`` as the user asked for it."""
+    if spec.kind == "ray":
+        return RayExecutor(spec, device)
+    return LocalExecutor(device)
+
+
+class LocalExecutor:
+    """One fine-tune after the other, in this process (torch threads as configured for this process)."""
+
+    slots = 1
+
+    def __init__(self, device: str):
+        from .train import resolve_device
+
+        self.device = resolve_device(device)
+        self.pruner = None
+
+    def describe(self) -> str:
+        return f"local ({self.device})"
+
+    def load(self, pruner) -> None:
+        self.pruner = pruner
+
+    def calibrate(self) -> float:
+        return self.pruner.work.calibrate()
+
+    def scores(self, jobs) -> Iterator[tuple]:
+        for key, kw in jobs:
+            yield key, self.pruner.work.score(progress=self.pruner.progress, **kw)
+
+    def score_many(self, removed: tuple[int, ...], candidates: list[int], **options) -> Iterator[tuple[int, dict]]:
+        return self.scores([(c, {"removed": removed, "candidate": c, **options}) for c in candidates])
+
+    def run_finals(self, jobs) -> Iterator[tuple]:
+        for key, kw in jobs:
+            staged = self.pruner.staging_dir(key[0]) if kw.get("save", True) else None
+            record = self.pruner.work.final(kw["removed"], staged, self.pruner.progress,
+                                            description=f"  final {_label(key)}", seed=kw.get("seed"))
+            yield key, record, staged
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- Ray tasks (module-level functions: workers import them by name; their arguments are small, the
+# Workload arrives as an object-store reference that Ray resolves) -----------------------------------------
+
+def _prepare_worker(threads: int) -> None:
+    import os
+
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(threads)
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _label(key) -> str:
+    """``(name, seed)`` of a final job as text."""
+    return f"{key[0]} (seed {key[1]})" if isinstance(key, tuple) and key[1] is not None else str(key[0])
+
+
+def _score_task(work, kw: dict, threads: int) -> dict:
+    _prepare_worker(threads)
+    return work.score(**kw)
+
+
+def _final_task(work, kw: dict, threads: int) -> tuple[dict, dict[str, bytes] | None]:
+    import tempfile
+
+    _prepare_worker(threads)
+    if not kw.get("save", True):
+        return work.final(kw["removed"], None, seed=kw.get("seed")), None
+    with tempfile.TemporaryDirectory(prefix="glp-bench-final-") as tmp:
+        out = Path(tmp) / "model"
+        record = work.final(kw["removed"], out, seed=kw.get("seed"))
+        files = {f.name: f.read_bytes() for f in sorted(out.iterdir()) if f.is_file()}
+    return record, files
+
+
+def _calibrate_task(work, threads: int) -> float:
+    _prepare_worker(threads)
+    return work.calibrate()
+
+
+def _in_memory(dataset):
+    """A dataset whose rows travel with it (a memory-mapped cache file exists on this node only)."""
+    return dataset.flatten_indices(keep_in_memory=True) if dataset.cache_files else dataset
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class RayExecutor:
+    """Candidates of a step, and all final fine-tunes, as Ray tasks (module docstring)."""
+
+    def __init__(self, spec: ExecutorSpec, device: str):
+        self.spec = spec
+        self.ray = ray = import_ray()
+        self.where = spec.address or "a local Ray instance"
+        self.owned = False
+        if not ray.is_initialized():  # (a caller that already joined a cluster, e.g. a test, keeps it)
+            kwargs = dict(log_to_driver=False, logging_level=logging.ERROR)
+            try:
+                if spec.address is None:
+                    ray.init(address="local", include_dashboard=False, **kwargs)
+                else:
+                    ray.init(address=spec.address, **kwargs)
+            except ConnectionError as e:
+                raise ExecutorError(f"cannot join the Ray cluster at {spec.address} ({_first_line(e)}); start one with "
+                                    "'ray start --head' or leave --ray-address out to start a local Ray instance") from None
+            self.owned = True
+        try:
+            self._resolve_resources(device)
+        except BaseException:
+            self.close()
+            raise
+        opts = dict(max_retries=spec.max_retries, retry_exceptions=False, num_cpus=spec.cpus_per_task,
+                    num_gpus=1 if self.use_gpu else 0)
+        self._score = ray.remote(**opts)(_score_task)
+        self._final = ray.remote(**opts)(_final_task)
+        self._calibrate = ray.remote(**opts)(_calibrate_task)
+        self.work_ref = None
+        self.run_path = None
+
+    def _resolve_resources(self, device: str) -> None:
+        nodes = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
+        gpus = sum(int(r.get("GPU", 0)) for r in nodes)
+        cpt = self.spec.cpus_per_task
+        if device == "cuda" and not gpus:
+            raise ExecutorError(f"--device cuda but {self.where} has no GPU; use --device cpu or auto, or add GPU nodes")
+        self.use_gpu = device != "cpu" and gpus > 0
+        self.device = "cuda" if self.use_gpu else "cpu"
+        if self.use_gpu:
+            self.slots = sum(min(int(r.get("GPU", 0)), int(r.get("CPU", 0) // cpt)) for r in nodes)
+        else:
+            self.slots = sum(int(r.get("CPU", 0) // cpt) for r in nodes)
+        if self.slots < 1:
+            largest = max((int(r.get("CPU", 0)) for r in nodes), default=0)
+            need = f"{cpt} CPU(s)" + (" and a GPU" if self.use_gpu else "")
+            raise ExecutorError(f"no node of {self.where} has the {need} one task asks for (largest node: {largest} "
+                                "CPUs); lower --ray-cpus-per-task or add nodes")
+
+    def describe(self) -> str:
+        per = "1 GPU" if self.use_gpu else f"{self.spec.cpus_per_task} CPU"
+        return f"ray ({self.where}: {self.slots} tasks of {per} at once, {self.device})"
+
+    def load(self, pruner) -> None:
+        """Put the pre-trained model, tokenizer and tokenized splits in the object store, once."""
+        work = pruner.work
+        assert work.device == self.device, (work.device, self.device)
+        work = replace(work, fit=_in_memory(work.fit), held=_in_memory(work.held), train=_in_memory(work.train),
+                       dev={k: _in_memory(v) for k, v in work.dev.items()})
+        self.pruner, self.run_path = pruner, pruner.run.path
+        self.work_ref = self.ray.put(work)
+
+    def calibrate(self) -> float:
+        ref = self._calibrate.options(name="glp-calibrate").remote(self.work_ref, self.spec.cpus_per_task)
+        for _, value in self._gather({ref: (None, "the calibration fine-tune")}):
+            return value
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def scores(self, jobs) -> Iterator[tuple]:
+        refs = {}
+        for key, kw in jobs:
+            c, step = kw.get("candidate"), len(kw.get("removed", ())) + 1
+            what = (f"candidate 'drop layer {c}' of GLP step {step}" if c is not None
+                    else f"recipe sweep point lr {kw.get('lr'):g}")
+            task = self._score.options(name=f"glp-candidate-s{step}-l{c}" if c is not None else "glp-recipe")
+            refs[task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)] = (key, what)
+        yield from self._gather(refs)
+
+    def score_many(self, removed: tuple[int, ...], candidates: list[int], **options) -> Iterator[tuple[int, dict]]:
+        return self.scores([(c, {"removed": tuple(removed), "candidate": c, **options}) for c in candidates])
+
+    def run_finals(self, jobs) -> Iterator[tuple]:
+        refs = {}
+        for key, kw in jobs:
+            task = self._final.options(name=f"glp-final-{key[0]}")
+            refs[task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)] = (key, f"final fine-tune of {_label(key)}")
+        for key, (record, files) in self._gather(refs):
+            staged = None
+            if files is not None:
+                staged = self.pruner.staging_dir(key[0])
+                staged.mkdir()
+                for fname, data in files.items():
+                    (staged / fname).write_bytes(data)
+            yield key, record, staged
+
+    def _gather(self, labels: dict) -> Iterator:
+        """Yield ``(key, result)`` of the tasks ``{ref: (key, label)}`` as they finish. A task that failed for
+        good does not stop the others: they are collected first, then the first failure is raised."""
+        ray = self.ray
+        pending, failures = list(labels), []
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        value = ray.get(ref)
+                    except ray.exceptions.RayError as e:
+                        failures.append((labels[ref][1], e))
+                        continue
+                    yield labels[ref][0], value
+        finally:  # the caller stopped early (an error, Ctrl-C): do not leave tasks running
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 (already finished or gone)
+                    pass
+        if failures:
+            raise self._failure(failures)
+
+    def _failure(self, failures: list[tuple[str, BaseException]]) -> GlpError:
+        label, e = failures[0]
+        cause = getattr(e, "cause", None) if isinstance(e, self.ray.exceptions.RayTaskError) else None
+        if isinstance(cause, GlpError):
+            return cause
+        if cause is not None:
+            what = f"raised {type(cause).__name__}: {_first_line(cause)}"
+        else:
+            what = (f"failed {self.spec.max_retries + 1} time(s) on {self.where} ({type(e).__name__}: "
+                    f"{_first_line(e)}; retries: --ray-max-retries)")
+        more = f"; {len(failures) - 1} other task(s) failed too" if len(failures) > 1 else ""
+        saved = f"{self.run_path}/manifest.json" if self.run_path else "the run directory"
+        return ExecutorError(f"{label} {what}{more}; finished work is saved in {saved}: re-run the same command "
+                             "to resume (with --executor ray or local)")
+
+    def close(self) -> None:
+        if self.owned and self.ray.is_initialized():
+            self.ray.shutdown()
+        self.owned = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,49 @@
+"""The versioned JSON files' schemas (tests/schemas/*.schema.json): shipped documents validate, broken ones
+do not. Each stage's own end-to-end test also validates the file it writes (manifest, export, latency, report,
+bundle, gate)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from glp_bench.core.rundir import RunDir, migrate
+
+from .conftest import SCHEMAS, assert_schema
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def test_every_versioned_format_has_a_schema():
+    assert {p.name.split(".")[0] for p in SCHEMAS.glob("*.schema.json")} == {
+        "run", "export", "latency", "report", "bundle", "gate"}
+    for p in SCHEMAS.glob("*.schema.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("**/manifest.json")), ids=lambda p: str(p.relative_to(GOLDEN)))
+def test_checked_in_manifests_validate_before_and_after_migration(path):
+    doc = assert_schema(path, "run")
+    migrated = assert_schema(migrate(copy.deepcopy(doc)), "run")
+    assert migrated["version"] == 2 and RunDir(path.parent).load().data["version"] == 2
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("**/latency/*.json")), ids=lambda p: str(p.relative_to(GOLDEN)))
+def test_checked_in_latency_results_validate(path):
+    assert assert_schema(path, "latency")["measurements"]
+
+
+def test_schemas_reject_broken_documents():
+    doc = json.loads(next(GOLDEN.glob("**/manifest.json")).read_text())
+    for broken in ({**doc, "format": "glp-bench-export"}, {k: v for k, v in doc.items() if k != "models"},
+                   {**doc, "models": {"depth-02": {"depth": "two", "kept_layers": [0, 1]}}}):
+        with pytest.raises(jsonschema.ValidationError):
+            assert_schema(broken, "run")
+    lat = json.loads(next(GOLDEN.glob("**/latency/*.json")).read_text())
+    lat["measurements"][0]["samples_s"] = [[-1.0]]
+    with pytest.raises(jsonschema.ValidationError):
+        assert_schema(lat, "latency")
