@@ -57,7 +57,7 @@ class Setup:
     def prune_cmd(self, run_dir: Path) -> list[str]:
         return cli("prune", "--task", "cola", "--model", str(self.model), "--data-dir", str(self.data),
                    "--budget", "smoke", "--lr", "1e-3", "--strategy", "glp", "--min-depth", "1",
-                   "--run-dir", str(run_dir), "--device", "cpu")
+                   "--run", str(run_dir), "--device", "cpu")
 
     @staticmethod
     def export_cmd(run_dir: Path) -> list[str]:

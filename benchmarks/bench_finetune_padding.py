@@ -31,7 +31,7 @@ def main() -> int:
 
     from glp_bench.core.progress import make_progress
     from glp_bench.data.loaders import load_task_data
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
     from glp_bench.prune.models import load_classifier, load_tokenizer, resolve_model
     from glp_bench.prune.train import TrainConfig, fine_tune, tokenize
 

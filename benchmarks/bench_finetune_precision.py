@@ -32,7 +32,7 @@ def main() -> int:
 
     from glp_bench.commands._common import quiet_hf
     from glp_bench.data.loaders import load_task_data
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
     from glp_bench.prune.models import load_classifier, load_tokenizer, resolve_model
     from glp_bench.prune.precision import device_caps
     from glp_bench.prune.train import TrainConfig, evaluate, fine_tune, tokenize

@@ -40,8 +40,8 @@ def main() -> int:
 
     run_path = Path(args.run)
     if not (run_path / "manifest.json").is_file():
-        print(f"{run_path} has no run: running 'glp-bench prune --task cola --run-dir {run_path}' first", flush=True)
-        subprocess.run([sys.executable, "-m", "glp_bench.cli", "prune", "--task", "cola", "--run-dir", str(run_path)],
+        print(f"{run_path} has no run: running 'glp-bench prune --task cola --run {run_path}' first", flush=True)
+        subprocess.run([sys.executable, "-m", "glp_bench.cli", "prune", "--task", "cola", "--run", str(run_path)],
                        check=True)
 
     import numpy as np
@@ -49,7 +49,7 @@ def main() -> int:
     from glp_bench.commands._common import quiet_hf
     from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned
     from glp_bench.core.rundir import RunDir
-    from glp_bench.data.tasks import task_of_run
+    from glp_bench.data.resolve import task_of_run
     from glp_bench.prune.stage import Pruner, make_plan
     from glp_bench.report.quality import step_rows
 

@@ -126,7 +126,7 @@ def smoke_search(model: str, data_dir: str, min_depth: int | None, work: Path) -
     out = {}
     for name, (extra, env) in runs.items():
         t = time.perf_counter()
-        proc = subprocess.run([*base, "--run-dir", str(work / name), *extra], capture_output=True, text=True,
+        proc = subprocess.run([*base, "--run", str(work / name), *extra], capture_output=True, text=True,
                               env={**os.environ, **env})
         wall = time.perf_counter() - t
         if proc.returncode:

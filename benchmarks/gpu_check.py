@@ -332,7 +332,7 @@ def run_check(args) -> int:
           detail=lambda: f"{_json(ft / 'scores.json')['train'].get('examples_per_s', 0):.0f} examples/s, bf16")
     run = work / "run"
     pruned = r.cli("prune", ["prune", *common, "--precision", "bf16", "--budget", "smoke", "--min-depth", "4",
-                             "--run-dir", str(run)], 130, detail=lambda: _best_pruned(run))
+                             "--run", str(run)], 130, detail=lambda: _best_pruned(run))
     if pruned:
         exported = r.cli("export-fp16", ["export", "--run", str(run), "--variants", "fp32,fp16"], 110,
                          detail=lambda: _fp16_scores(run))
@@ -345,7 +345,7 @@ def run_check(args) -> int:
     if facts.get("ray"):
         ray_run = work / "run-ray"
         r.cli("ray", ["prune", *common, "--precision", "bf16", "--budget", "smoke", "--min-depth", "5",
-                      "--executor", "ray", "--run-dir", str(ray_run)], 120, detail=lambda: _best_pruned(ray_run))
+                      "--executor", "ray", "--run", str(ray_run)], 120, detail=lambda: _best_pruned(ray_run))
     else:
         r.rows.append({"step": "ray", "status": "not run",
                        "error": "ray is not installed here and its wheel does not fit the 64 MiB transport"})

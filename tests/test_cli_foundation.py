@@ -93,7 +93,7 @@ def test_bad_inputs_one_clear_line_exit_2(args, fragment, tiny_models, cola_dir,
     ],
 )
 def test_bad_numbers_are_refused_before_any_work(command, args, cola_dir, tmp_path):
-    out = ["--run-dir", str(tmp_path / "run")] if command == "prune" else ["--out", str(tmp_path / "run")]
+    out = ["--run", str(tmp_path / "run")] if command == "prune" else ["--out", str(tmp_path / "run")]
     proc = run_cli(command, "--task", "cola", "--data-dir", str(cola_dir), *out, *args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -117,3 +117,25 @@ def test_unexpected_exception_is_one_line_exit_3(monkeypatch, capsys):
     monkeypatch.setenv("GLP_BENCH_DEBUG", "1")
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(["tasks"])
+
+
+RUN_COMMANDS = ("prune", "prune-and-export", "export", "latency", "report", "deploy")
+
+
+def test_every_run_directory_command_names_it_run_and_keeps_the_old_spelling():
+    from glp_bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name in RUN_COMMANDS:
+        options = sub.choices[name]._option_string_actions
+        assert "--run" in options and "--run-dir" in options, name
+        assert options["--run"] is options["--run-dir"], f"{name}: --run-dir must be the same option as --run"
+
+
+@pytest.mark.parametrize("command", ["prune", "prune-and-export"])
+def test_prune_out_names_the_run_option(command, cola_dir, tmp_path):
+    proc = run_cli(command, "--task", "cola", "--data-dir", str(cola_dir), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"use --run {tmp_path / 'x'}" in errors[0], proc.stderr
+    assert not (tmp_path / "x").exists()

@@ -11,8 +11,8 @@ import pytest
 
 from glp_bench.core.errors import DataError, TaskError
 from glp_bench.data.loaders import describe_data, load_task_data
+from glp_bench.data.resolve import get_task, task_of_run
 from glp_bench.data.task_def import build, from_flags, read_toml
-from glp_bench.data.tasks import get_task, task_of_run
 
 
 def write_csv(path, header, rows, sep=","):
@@ -177,7 +177,8 @@ def test_non_numeric_regression_target(tmp_path):
 def test_custom_flags_need_train(tmp_path):
     import argparse
 
-    from glp_bench.data.task_def import add_args, task_from_args
+    from glp_bench.data.resolve import task_from_args
+    from glp_bench.data.task_def import add_args
 
     p = argparse.ArgumentParser()
     p.add_argument("--task")

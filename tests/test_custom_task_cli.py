@@ -27,7 +27,7 @@ def test_csv_classification_from_toml_through_deploy(tmp_path):
     model = build_tiny_model("bert", tmp_path / "m", layers=2)
     run = tmp_path / "run"
     proc = run_cli("prune-and-export", "--task", str(tmp_path / "mood.toml"), "--model", str(model), *SMOKE,
-                   "--run-dir", str(run), cwd=tmp_path)
+                   "--run", str(run), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"data: {tmp_path / 'train.csv'} + {tmp_path / 'dev.csv'}" in " ".join(proc.stderr.split())  # plan line
     manifest = json.loads((run / "manifest.json").read_text())
@@ -62,7 +62,7 @@ def test_jsonl_pair_regression_from_flags_through_deploy(tmp_path):
     run = tmp_path / "run"
     flags = ("--task", "sim", "--train", str(tmp_path / "train.jsonl"), "--dev", str(tmp_path / "dev.jsonl"),
              "--text-column", "q,a", "--label-column", "sim", "--regression", "--metrics", "spearman,pearson")
-    proc = run_cli("prune-and-export", *flags, "--model", str(model), *SMOKE, "--run-dir", str(run), "--variants", "fp32")
+    proc = run_cli("prune-and-export", *flags, "--model", str(model), *SMOKE, "--run", str(run), "--variants", "fp32")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["task_def"]["text"] == ["q", "a"] and manifest["config"]["task_def"]["main_metric"] == "spearman"
@@ -81,7 +81,7 @@ def test_bad_custom_data_is_one_error_before_work(tmp_path):
     (tmp_path / "dev.csv").write_text("text,label\nok,pos\n", encoding="utf-8")
     model = build_tiny_model("bert", tmp_path / "m", layers=2)
     proc = run_cli("prune", "--task", "t", "--train", str(tmp_path / "train.csv"), "--dev", str(tmp_path / "dev.csv"),
-                   "--labels", "neg,pos", "--model", str(model), *SMOKE, "--run-dir", str(tmp_path / "run"))
+                   "--labels", "neg,pos", "--model", str(model), *SMOKE, "--run", str(tmp_path / "run"))
     assert_clean_error(proc, "train.csv row 2 (line 3): label 'neutral'")
     assert not (tmp_path / "run" / "manifest.json").exists()  # nothing started
     proc = run_cli("prune", "--task", str(tmp_path / "none.toml"), "--model", str(model), *SMOKE)

@@ -9,7 +9,7 @@ import pytest
 
 from glp_bench.core.errors import DataError
 from glp_bench.data.loaders import load_task_data, resolve_task_dir, search_split
-from glp_bench.data.tasks import get_task
+from glp_bench.data.resolve import get_task
 
 from .conftest import SHARED_COLA
 

@@ -13,7 +13,7 @@ def test_prune_on_bundled_cola_offline_with_progress_lines_in_a_log(tmp_path):
     env = {"GLP_BENCH_DATA": "", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # no folder, no hub
     run = tmp_path / "run"
     proc = run_cli("prune", "--task", "cola", "--model", str(model), "--budget", "smoke", "--device", "cpu",
-                   "--run-dir", str(run), env=env, cwd=tmp_path)  # captured output: not a terminal
+                   "--run", str(run), env=env, cwd=tmp_path)  # captured output: not a terminal
     assert proc.returncode == 0, proc.stderr
     plan = " ".join(proc.stderr.split())
     assert "data: the bundled copy of CoLA" in plan and "bundled/cola" in plan

@@ -106,7 +106,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     run = root / "run"
     proc = run_cli("prune-and-export", "--task", "cola", "--model", str(model), "--data-dir", str(cola),
                    "--budget", "fast", "--search-samples", "96", "--epochs", "4", "--lr", "3e-3", "--no-distill",
-                   "--run-dir", str(run), "--device", "cpu")
+                   "--run", str(run), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("latency", "--run", str(run), "--device", "cpu", "--threads", "1", "--batch-sizes", "1",
                    "--seq-lengths", "32", "--rounds", "1", "--min-runs", "5", "--min-time", "0.05",
@@ -163,7 +163,7 @@ def test_bundle_format_is_what_the_runtime_reads():
 
 def test_deploy_depth_and_runtime_reproduces_the_dev_score(tiny_run, tmp_path):
     from glp_bench.core.jsonio import sha256_file
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
 
     run, cola = tiny_run
     out = tmp_path / "bundle"
@@ -226,7 +226,7 @@ def test_runtime_logits_equal_glp_bench_onnx_path_on_real_cola(fp32_bundle, tiny
     CoLA dev sentences and on over-long inputs (truncated to max_length, never an error)."""
     import datasets
 
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
     from glp_bench.export.validate import make_session, predict_onnx
     from glp_bench.prune.models import load_tokenizer
     from glp_bench.prune.train import tokenize
@@ -617,7 +617,7 @@ def _real_run_ready() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _real_run_ready(), reason="runs/cola-all-minilm-l6-v2 (real CoLA run, exported) not present")
 def test_real_cola_run_bundle_reproduces_its_dev_score(tmp_path):
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
 
     run = REAL_RUN  # deploy only reads the run directory
     before = (run / "manifest.json").stat().st_mtime_ns

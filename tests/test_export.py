@@ -30,7 +30,8 @@ def make_run(root: Path, arch: str, drops: dict[int, list[int]], seed: int = 0) 
 
     from glp_bench.core.rundir import RunDir, file_record, model_name
     from glp_bench.data.loaders import load_task_data
-    from glp_bench.data.tasks import flatten_scores, get_task
+    from glp_bench.data.resolve import get_task
+    from glp_bench.data.tasks import flatten_scores
     from glp_bench.prune.surgery import drop_layers, kept_layers
     from glp_bench.prune.train import evaluate, tokenize
 
@@ -69,7 +70,7 @@ def ort_logits(path: Path, model_dir: Path, data_dir: Path) -> tuple[np.ndarray,
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from glp_bench.data.loaders import load_task_data
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
     from glp_bench.prune.train import predict, tokenize
 
     task = get_task("cola")
@@ -386,7 +387,8 @@ def test_real_minilm_pruned_exports_within_tolerance_on_real_cola(tmp_path):
     """The real default model (all-MiniLM-L6-v2, 2 layers dropped, head not fine-tuned) on real CoLA dev."""
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.loaders import load_task_data
-    from glp_bench.data.tasks import flatten_scores, get_task
+    from glp_bench.data.resolve import get_task
+    from glp_bench.data.tasks import flatten_scores
     from glp_bench.export.stage import export_run
     from glp_bench.prune.models import bundled_default_model, load_classifier, load_tokenizer
     from glp_bench.prune.surgery import drop_layers, kept_layers

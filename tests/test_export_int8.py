@@ -73,7 +73,7 @@ def tiny_fp32(tmp_path_factory):
     from transformers import AutoConfig
 
     from glp_bench.data.loaders import load_task_data
-    from glp_bench.data.tasks import get_task
+    from glp_bench.data.resolve import get_task
     from glp_bench.export.quant_exclude import calibration_batches
     from glp_bench.export.stage import export_fp32
     from glp_bench.prune.models import load_tokenizer
@@ -276,7 +276,7 @@ def test_negative_max_quant_drop_and_unknown_candidate_exit_2(tmp_path):
     from glp_bench.export.stage import export_run
 
     run_dir = make_run(tmp_path, "bert", {2: [1, 2]})
-    for cmd in (["export", "--run", str(run_dir)], ["prune-and-export", "--task", "cola", "--run-dir", str(tmp_path / "r")]):
+    for cmd in (["export", "--run", str(run_dir)], ["prune-and-export", "--task", "cola", "--run", str(tmp_path / "r")]):
         proc = run_cli(*cmd, "--max-quant-drop", "-1")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if "error:" in line]

@@ -33,7 +33,7 @@ def test_unreachable_hub_fails_fast_for_data_and_models(tmp_path):
     model = build_tiny_model("bert", tmp_path / "m", layers=2)
     t0 = time.monotonic()
     proc = run_cli("prune", "--task", "wnli", "--model", str(model), "--budget", "smoke", "--device", "cpu",
-                   "--run-dir", str(tmp_path / "run"), env=DEAD, cwd=tmp_path)
+                   "--run", str(tmp_path / "run"), env=DEAD, cwd=tmp_path)
     assert_clean_error(proc, "offline (the hub is unreachable) and not in the datasets cache")
     assert "Retrying" not in proc.stderr  # huggingface_hub's back-off (1+2+4+8+8 s) never started
     proc = run_cli("prune", "--task", "cola", "--model", "no-such-org/no-such-model", "--budget", "smoke",

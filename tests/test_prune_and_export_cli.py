@@ -11,7 +11,7 @@ def test_prune_and_export_tiny(cola_dir, tmp_path):
     model = build_tiny_model("bert", tmp_path / "m", layers=4)
     run_dir = tmp_path / "run"
     proc = run_cli("prune-and-export", "--task", "cola", "--model", str(model), "--data-dir", str(cola_dir),
-                   "--budget", "smoke", "--strategy", "glp,top", "--run-dir", str(run_dir), "--device", "cpu")
+                   "--budget", "smoke", "--strategy", "glp,top", "--run", str(run_dir), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((run_dir / "manifest.json").read_text())
     names = {n for s in m["strategies"].values() for n in s["models"].values()}
@@ -31,6 +31,6 @@ def test_prune_and_export_tiny(cola_dir, tmp_path):
 def test_prune_and_export_bad_variant_fails_before_pruning(cola_dir, tmp_path):
     model = build_tiny_model("bert", tmp_path / "m", layers=2)
     proc = run_cli("prune-and-export", "--task", "cola", "--model", str(model), "--data-dir", str(cola_dir),
-                   "--budget", "smoke", "--run-dir", str(tmp_path / "run"), "--variants", "fp32,int4")
+                   "--budget", "smoke", "--run", str(tmp_path / "run"), "--variants", "fp32,int4")
     assert_clean_error(proc, "int4")
     assert not (tmp_path / "run").exists()

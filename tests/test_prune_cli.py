@@ -22,7 +22,7 @@ def tiny6(tmp_path_factory):
 
 def _prune_args(model, data, run_dir, *extra):
     return ["prune", "--task", "cola", "--model", str(model), "--data-dir", str(data), "--budget", "smoke",
-            "--lr", "1e-3", "--run-dir", str(run_dir), "--device", "cpu", *extra]
+            "--lr", "1e-3", "--run", str(run_dir), "--device", "cpu", *extra]
 
 
 def _manifest(run_dir):

@@ -11,7 +11,7 @@ import torch
 
 from glp_bench.core.errors import DeviceError
 from glp_bench.data.loaders import load_task_data
-from glp_bench.data.tasks import get_task
+from glp_bench.data.resolve import get_task
 from glp_bench.prune.distill import distill_loss
 from glp_bench.prune.models import load_classifier, load_tokenizer
 from glp_bench.prune.noise import assess, draw_scores
@@ -275,7 +275,7 @@ def test_the_sweep_never_touches_dev(tiny6, tmp_path):
 
 def _args(model, data, run_dir, *extra):
     return ["prune", "--task", "cola", "--model", str(model), "--data-dir", str(data), "--budget", "smoke",
-            "--run-dir", str(run_dir), "--device", "cpu", "--min-depth", "4", *extra]
+            "--run", str(run_dir), "--device", "cpu", "--min-depth", "4", *extra]
 
 
 def _m(run_dir):

@@ -44,7 +44,7 @@ def _args(inputs, run_dir, *extra, device="cpu"):
     # (~0.5 s) for a test to see and kill its worker
     return ["prune", "--task", "cola", "--model", str(model), "--data-dir", str(data), "--budget", "smoke",
             "--lr", "1e-3", "--search-epochs", "4", "--epochs", "4", "--strategy", "glp,top", "--min-depth", "4",
-            "--run-dir", str(run_dir), "--device", device, *extra]
+            "--run", str(run_dir), "--device", device, *extra]
 
 
 def _manifest(run_dir):
@@ -224,7 +224,7 @@ def test_without_ray_installed(inputs, tmp_path):
                        "needs ray, which is not installed: pip install 'glp-bench[ray]'")
     model, data = inputs
     proc = run_cli("prune", "--task", "cola", "--model", str(model), "--data-dir", str(data), "--budget", "smoke",
-                   "--strategy", "top", "--min-depth", "5", "--run-dir", str(tmp_path / "local"), "--device", "cpu",
+                   "--strategy", "top", "--min-depth", "5", "--run", str(tmp_path / "local"), "--device", "cpu",
                    env=env)
     assert proc.returncode == 0, proc.stderr
     assert _manifest(tmp_path / "local")["strategies"]["top"]["models"] == {"6": "depth-06", "5": "depth-05"}

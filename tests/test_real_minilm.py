@@ -35,7 +35,7 @@ def test_finetune_default_model_on_real_cola(tmp_path):
 def test_prune_smoke_default_model_on_real_cola(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli("prune", "--task", "cola", "--data-dir", str(SHARED_COLA), "--budget", "smoke",
-                   "--min-depth", "5", "--strategy", "glp,top", "--run-dir", str(run_dir))
+                   "--min-depth", "5", "--strategy", "glp,top", "--run", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     m = json.loads((run_dir / "manifest.json").read_text())
     step = m["strategies"]["glp"]["steps"][0]

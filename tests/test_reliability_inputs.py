@@ -43,7 +43,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 def prune_args(model, data, run_dir, *extra) -> list[str]:
     return ["prune", "--task", "cola", "--model", str(model), "--data-dir", str(data), "--budget", "smoke",
-            "--run-dir", str(run_dir), "--device", "cpu", *extra]
+            "--run", str(run_dir), "--device", "cpu", *extra]
 
 
 # --- numbers: argparse refuses them while parsing, before anything is loaded ----------------------------

@@ -18,7 +18,7 @@ from .conftest import REPO, assert_clean_error, build_tiny_model, run_cli, write
 
 def prune_argv(model, data, run_dir, *extra) -> list[str]:
     return ["prune", "--task", "cola", "--model", str(model), "--data-dir", str(data), "--budget", "smoke",
-            "--lr", "1e-3", "--run-dir", str(run_dir), "--device", "cpu", "--strategy", "top", *extra]
+            "--lr", "1e-3", "--run", str(run_dir), "--device", "cpu", "--strategy", "top", *extra]
 
 
 def start_run(argv: list[str]):

@@ -374,7 +374,7 @@ def test_prune_and_export_then_latency_write_report_md(cola_dir, tmp_path):
     model = build_tiny_model("bert", tmp_path / "m", layers=3)
     run = tmp_path / "run"
     proc = run_cli("prune-and-export", "--task", "cola", "--model", str(model), "--data-dir", str(cola_dir),
-                   "--budget", "smoke", "--strategy", "glp", "--run-dir", str(run), "--device", "cpu",
+                   "--budget", "smoke", "--strategy", "glp", "--run", str(run), "--device", "cpu",
                    "--variants", "fp32")
     assert proc.returncode == 0, proc.stderr
     assert f"report: {run / 'report.md'}" in proc.stderr

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from glp_bench.core.errors import TaskError
-from glp_bench.data.tasks import TASKS, get_task
+from glp_bench.data.resolve import get_task
+from glp_bench.data.tasks import TASKS
 
 
 def onehot(preds, n=2):

@@ -8,7 +8,7 @@ import torch
 
 from glp_bench.core.errors import DeviceError
 from glp_bench.data.loaders import load_task_data
-from glp_bench.data.tasks import get_task
+from glp_bench.data.resolve import get_task
 from glp_bench.prune.models import load_classifier, load_tokenizer
 from glp_bench.prune.train import TrainConfig, _loader, evaluate, fine_tune, predict, resolve_device, tokenize
 

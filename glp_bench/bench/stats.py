@@ -140,14 +140,14 @@ def interleaved_order(n_configs: int, rounds: int) -> list[list[int]]:
 
 def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict:
     """Least-squares line ``y = intercept + slope * x`` with its coefficient of determination r2."""
+    from scipy.stats import linregress
+
     xa, ya = _array(x), _array(y)
-    if xa.size != ya.size or xa.size < 2:
-        raise ValueError("need two equally long lists with at least two points")
-    slope, intercept = np.polyfit(xa, ya, 1)
-    pred = intercept + slope * xa
-    ss_res = float(((ya - pred) ** 2).sum())
-    ss_tot = float(((ya - ya.mean()) ** 2).sum())
-    return {"slope": float(slope), "intercept": float(intercept), "r2": 1.0 - ss_res / ss_tot if ss_tot else 1.0}
+    if xa.size != ya.size or xa.size < 2 or np.ptp(xa) == 0:
+        raise ValueError("need two equally long lists with at least two different x values")
+    fit = linregress(xa, ya)
+    r2 = 1.0 if np.ptp(ya) == 0 else float(fit.rvalue) ** 2  # a flat line fits flat data exactly
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": r2}
 
 
 def predicted_speedups(depths: Sequence[int], latencies_s: Sequence[float]) -> dict[int, dict]:

@@ -18,7 +18,7 @@ def torch_runner(cfg, current_rss_mb):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .worker import make_inputs
+    from .inputs import make_inputs
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

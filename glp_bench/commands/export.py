@@ -6,7 +6,7 @@ import argparse
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
-    """Export options shared with ``prune-and-export`` (which has its own --data-dir / --run-dir)."""
+    """Export options shared with ``prune-and-export`` (which has its own --data-dir / --run)."""
     from ..export.stage import DEFAULT_OPSET
     from ..export.variants import DEFAULT_VARIANTS, PRESETS, VARIANTS
 

@@ -57,7 +57,7 @@ def run(args) -> int:
     from ..core.rundir import default_run_dir, now
     from ..data.identity import model_identity
     from ..data.loaders import load_task_data
-    from ..data.task_def import task_from_args
+    from ..data.resolve import task_from_args
     from ..data.tasks import flatten_scores
     from ..prune.models import load_classifier, load_tokenizer, model_slug, resolve_model
     from ..prune.surgery import drop_layers, kept_layers

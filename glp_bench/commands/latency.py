@@ -139,7 +139,7 @@ def run(args) -> int:
                       f"{worst['summary_s']['cv']:.0%}): the machine is busy; close other programs, pin to idle "
                       "cores, or raise --min-time/--rounds (every warning is in the results file)")
     console.print(f"results: {out}")
-    from ..report.stage import write_run_report_or_warn
+    from ..report.render import write_run_report_or_warn
 
     write_run_report_or_warn(run_dir.path, console)
     if not any(m["summary_s"] for m in doc["measurements"]):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from ._common import (
     add_device_arg,
@@ -19,6 +18,14 @@ from ._common import (
     unit_float,
     warmup_float,
 )
+
+
+class RunNotOut(argparse.Action):
+    """``--out`` on a command that writes a run directory: one error line naming ``--run``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{parser.prog} writes a run directory: use --run {values} (--out is the output folder of "
+                     "'finetune' and 'deploy')")
 
 
 def add_prune_args(p: argparse.ArgumentParser) -> None:
@@ -70,7 +77,9 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-lr", type=lr_float, default=None,
                    help="learning rate of the candidate fine-tunes only (overrides --lr and --budget)")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the split, heads, data order (default 42)")
-    p.add_argument("--run-dir", default=None, help="run directory (default runs/<task>-<model>)")
+    p.add_argument("--run", "--run-dir", dest="run_dir", default=None,
+                   help="run directory (default runs/<task>-<model>); --run-dir: the old spelling, kept for this release")
+    p.add_argument("--out", action=RunNotOut, help=argparse.SUPPRESS)
     p.add_argument("--fresh", action="store_true",
                    help="start over: the existing run directory is moved aside to <dir>.bak-<time>, not deleted")
     g = p.add_argument_group("executor (where the fine-tunes run)")
@@ -109,7 +118,7 @@ def prepare(args):
 
     from ..core.errors import ExecutorError, ModelError
     from ..core.rundir import RunDir, default_run_dir, now
-    from ..data.task_def import task_from_args
+    from ..data.resolve import task_from_args
     from ..prune.executors import ExecutorSpec, check_spec
     from ..prune.models import layer_spec, model_slug, resolve_model
     from ..prune.search import parse_strategies
@@ -150,7 +159,8 @@ def prepare(args):
     from ..core.runlock import acquire
     from ..data.identity import check_identity, current_identity
 
-    writable_dir(run.path, "--run-dir")
+    writable_dir(run.path, "--run")
+    args.run_dir = str(run.path)  # the resolved default, for the stages that follow (prune-and-export)
     acquire(run.path)  # one writer per run directory, held until this process ends
     clean_temp_files(run.path)  # what a killed writer left (atomic-write temp files, export temp folders)
     run.identity = current_identity(task, model, args.data_dir)  # a Task: custom ones too
@@ -163,131 +173,6 @@ def prepare(args):
         run.check_compatible(plan.config(depth), RESUME_KEYS)
         check_identity(run, run.identity)
     return plan, run
-
-
-def _glp_done(run) -> int:
-    return sum(len(s["candidates"]) for s in run.strategies.get("glp", {}).get("steps", []))
-
-
-def _finals_done(run) -> int:
-    return sum(1 for m in run.models.values() if m.get("dev_scores") is not None)
-
-
-def _budget_text(plan, swept: bool = False) -> str:
-    def one(cfg, pool, fixed):
-        n = f"at most {cfg.max_samples}" if cfg.max_samples else "all"
-        lr = f"lr {cfg.lr:g}" if fixed or not plan.sweep or swept else "the sweep's lr"
-        return f"{cfg.epochs:g} epochs on {n} examples of {pool} at {lr}"
-
-    fixed = bool(plan.sweep and plan.sweep["search_lr_fixed"])
-    return f"candidates: {one(plan.search, 'the 85% split', fixed)}; finals: {one(plan.final, 'train', False)}"
-
-    return f"candidates: {one(plan.search, 'the 85% split')}; finals: {one(plan.final, 'train')}"
-
-
-def execute(plan, run, console):
-    """Run (or resume) the recipe sweep, the search and the final fine-tunes with ``plan.executor``; returns
-    the removal order per strategy. This process is the only writer of the run directory, whichever executor
-    runs the work."""
-    from dataclasses import replace
-
-    from ..core.progress import make_progress
-    from ..data.loaders import describe_data
-    from ..prune.executors import open_executor
-    from ..prune.precision import resolve_precision
-    from ..prune.stage import (
-        Pruner,
-        candidate_scorer,
-        estimate_seconds,
-        removal_orders,
-        run_finals,
-        run_sweep,
-        search_waves,
-        step_assessor,
-        with_recipe,
-    )
-
-    with open_executor(plan.executor, plan.device) as executor, make_progress() as progress:
-        precision = resolve_precision(plan.precision, executor.device)
-        plan = replace(plan, device=executor.device, search=replace(plan.search, precision=precision),
-                       final=replace(plan.final, precision=precision))
-        pruner = Pruner(plan, run, progress, console)
-        n, min_depth = len(pruner.layers), plan.min_depth
-        if run.exists():  # strategies may be added to an existing run
-            run.config["strategies"] = list(dict.fromkeys(run.config["strategies"] + plan.strategies))
-            run.save()
-        else:
-            run.create(plan.config(n))
-        chosen = (run.data.get("recipe") or {}).get("chosen")
-        if plan.sweep and chosen:
-            plan = with_recipe(plan, chosen["lr"])
-        pruner.use(plan)
-        executor.load(pruner)
-
-        # The plan, with a time estimate from a short calibration of the full model where the work runs
-        # (Workload.calibrate), and rounds of executor.slots parallel fine-tunes.
-        n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
-        n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
-        ex_per_s = executor.calibrate()
-        search_ex = min(plan.search.max_samples or len(pruner.work.fit), len(pruner.work.fit)) * plan.search.epochs
-        final_ex = min(plan.final.max_samples or len(pruner.work.train), len(pruner.work.train)) * plan.final.epochs
-        depths = range(min_depth, n + 1)
-        cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
-        waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
-            if "glp" in plan.strategies else 0
-        final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots) * plan.final_seeds
-        sweep_waves = math.ceil(len(plan.sweep["lrs"]) / executor.slots) if plan.sweep and not chosen else 0
-        est = estimate_seconds(waves * plan.search_seeds + sweep_waves / cost, final_waves, search_ex, final_ex,
-                               ex_per_s / cost)
-        console.print(
-            f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
-            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan, bool(chosen))}); {_recipe_text(plan, run)}; "
-            f"{n_search} candidate fine-tunes x {plan.search_seeds} seed(s) ({_glp_done(run)} done), up to {n_final} "
-            f"final fine-tunes x {plan.final_seeds} seed(s) ({_finals_done(run)} done); precision {precision}; "
-            f"{describe_data(pruner.task, plan.data_dir)}; executor {executor.describe()}; "
-            f"estimated {est / 60:.0f} min; run directory {run.path}"
-        )
-        overall = progress.add_task("glp-bench prune", total=n_search + n_final)
-
-        def on_update():
-            run.save()
-            progress.update(overall, completed=_glp_done(run) + _finals_done(run))
-
-        def on_step(step, n_steps, n_cand):
-            progress.update(overall, description=f"GLP step {step + 1}/{n_steps} ({n_cand} candidates)")
-
-        on_update()
-        if plan.sweep and not chosen:
-            progress.update(overall, description="recipe sweep")
-            plan = with_recipe(plan, run_sweep(run, plan, executor.scores, on_update))
-            pruner.use(plan)
-            executor.load(pruner)
-            console.print(_recipe_text(plan, run))
-        assess = step_assessor(run, pruner.task, pruner.work.held["labels"], plan.seed)
-        orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step,
-                                score_many=candidate_scorer(run, executor, plan.search_seed_list()), assess=assess,
-                                rescore_close=plan.rescore_close,
-                                rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()))
-        progress.update(overall, description="final fine-tunes")
-        run_finals(pruner, executor, orders, plan, on_update)
-    return orders
-
-
-def _recipe_text(plan, run) -> str:
-    rec = (run.data.get("recipe") or {}) if run.data else {}
-    if plan.recipe == "auto" and plan.sweep and not rec.get("chosen"):
-        lrs = ", ".join(f"{x:g}" for x in plan.sweep["lrs"])
-        text = f"recipe auto (lr sweep {lrs}, warm-up {plan.sweep['warmup_ratio']:g}, on the 85/15 split)"
-    elif plan.recipe == "auto" and plan.sweep:
-        pts = rec.get("points", {})
-        got = ", ".join(f"{k}: {v['score']:.3f}" for k, v in pts.items())
-        text = (f"recipe auto: lr {rec['chosen']['lr']:g} (held-out {got}; decided by {rec['chosen']['decided_by']}), "
-                f"warm-up {plan.final.warmup_ratio:g}")
-    else:
-        text = f"recipe {plan.recipe} (lr {plan.search.lr:g} / {plan.final.lr:g}, warm-up {plan.final.warmup_ratio:g})"
-    d = plan.final
-    return text + (f"; distillation alpha {d.distill_alpha:g}, T {d.distill_temperature:g}" if d.distill_alpha > 0
-                   else "; no distillation")
 
 
 def render(run, console) -> None:
@@ -319,7 +204,7 @@ def render_orders(run, orders: dict[str, list[int]], console) -> None:
     """The removal order per strategy and, for GLP, one line per step: the removed layer, its held-out score
     and loss, and which rule decided (the score, or a tie-break: held-out loss, then layer index). Warns
     when no step was decided by the score."""
-    from ..data.tasks import task_of_run
+    from ..data.resolve import task_of_run
     from ..prune.search import decided_by, step_pool
 
     for strategy, order in orders.items():
@@ -363,8 +248,10 @@ def run(args) -> int:
 
     quiet_hf()
     console = Console(stderr=True)
+    from ..prune.stage import prune_run
+
     plan, rundir = prepare(args)
-    orders = execute(plan, rundir, console)
+    orders = prune_run(plan, rundir, console)
     render_orders(rundir, orders, console)
     render(rundir, Console())
     return 0

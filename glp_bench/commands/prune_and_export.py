@@ -18,6 +18,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """The prune command, then the export stage on the run directory it wrote."""
     import time
 
     from rich.console import Console
@@ -26,28 +27,23 @@ def run(args) -> int:
     from ..export.stage import export_run
     from ..export.validate import CUDA, require_provider
     from ..export.variants import parse_variants
+    from ..report.render import write_run_report_or_warn
     from . import export as export_cmd
     from . import prune as prune_cmd
-    from ._common import quiet_hf
 
-    quiet_hf()
     # bad export options fail now, not after an hour of pruning
     if "fp16" in parse_variants(args.variants):
         require_provider(CUDA, "the fp16 variant")
     err = Console(stderr=True)
     t0 = time.perf_counter()
-    plan, rundir = prune_cmd.prepare(args)
-    orders = prune_cmd.execute(plan, rundir, err)
-    prune_cmd.render_orders(rundir, orders, err)
-    prune_cmd.render(rundir, Console())
+    prune_cmd.run(args)  # the prune command; sets args.run_dir to the run directory it wrote
     t1 = time.perf_counter()
     with make_progress(transient=True) as progress:
-        report = export_run(rundir.path, data_dir=args.data_dir, progress=progress, **export_cmd.export_kwargs(args))
+        report = export_run(args.run_dir, data_dir=args.data_dir, progress=progress, **export_cmd.export_kwargs(args))
     export_cmd.render(report, Console())
     t2 = time.perf_counter()
-    err.print(f"prune {(t1 - t0) / 60:.1f} min, export {(t2 - t1) / 60:.1f} min, total {(t2 - t0) / 60:.1f} min -> {rundir.path}")
-    from ..report.stage import write_run_report_or_warn
-
-    write_run_report_or_warn(rundir.path, err)
+    err.print(f"prune {(t1 - t0) / 60:.1f} min, export {(t2 - t1) / 60:.1f} min, total {(t2 - t0) / 60:.1f} min "
+              f"-> {args.run_dir}")
+    write_run_report_or_warn(args.run_dir, err)
     report.raise_for_failures()
     return 0

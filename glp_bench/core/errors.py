@@ -1,7 +1,8 @@
 """User-facing errors: the CLI prints ``glp-bench: error: <message>`` and exits with ``exit_code``.
 
 Raise these (never bare exceptions) for anything a user can fix: bad arguments, missing files,
-unsupported models. The message should name the problem *and* the fix.
+unsupported models. The message should name the problem *and* the fix. Every exception class of glp-bench
+is defined here (the stages import theirs from this module).
 """
 
 
@@ -44,7 +45,18 @@ class ExecutorError(GlpError):
     task that keeps failing."""
 
 
-class Regression(GlpError):
-    """The gate found a regression. Exit status 1 (2 is 'could not decide')."""
+class TargetError(DeviceError):
+    """Unknown target or malformed target file."""
 
-    exit_code = 1
+
+class GateInputError(GlpError):
+    """A gate input (model, run directory, stored baseline) is missing, ambiguous or unusable."""
+
+
+class DeployError(GlpError):
+    """Nothing to deploy as asked, or a bundle that would not serve what the run measured."""
+
+
+class MeasurementFailed(Exception):
+    """A gate measurement pass could not produce samples (a worker failed): the gate is undecided (exit 2).
+    Not a GlpError: the gate command turns it into its verdict, not into an error line."""

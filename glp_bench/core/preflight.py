@@ -41,7 +41,7 @@ def writable_file(path: str | os.PathLike, option: str) -> Path:
     """``path`` is (or can be created as) a writable file (atomic writes need its folder writable)."""
     path = Path(path).expanduser()
     if path.is_dir() or str(path).endswith(os.sep):
-        raise GlpError(f"{option} {path} is a folder; give a file name, e.g. {path / 'report.md'}")
+        raise GlpError(f"{option} {path} is a folder; give a file name, e.g. {path}/report.md")
     _check_parent(path.absolute().parent, option)
     return path
 

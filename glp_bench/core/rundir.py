@@ -265,5 +265,5 @@ class RunDir:
         if diffs:
             raise RunDirError(
                 f"{self.path} was started with other arguments ({'; '.join(diffs)}); "
-                "use the same arguments to resume, --fresh to start over, or --run-dir for a new run"
+                "use the same arguments to resume, --fresh to start over, or --run DIR for a new run"
             )

@@ -55,13 +55,13 @@ def acquire(run_dir: str | os.PathLike, command: str | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise RunDirError(f"cannot create the lock file {path} ({e.strerror}); choose a writable --run-dir") from None
+        raise RunDirError(f"cannot create the lock file {path} ({e.strerror}); choose a writable --run") from None
     if not _try_lock(fd):
         h = holder(run_dir) or {}
         who = (f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')}: {h.get('command')}"
                if h else "another process")
         raise RunDirError(
-            f"{run_dir} is being written by {who}; wait for it to finish (or stop it), or use another --run-dir"
+            f"{run_dir} is being written by {who}; wait for it to finish (or stop it), or use another --run"
         ) from None
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -29,7 +29,7 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .errors import DeviceError
+from .errors import TargetError
 from .vocab import GRAPH_OPTIMIZATIONS, ONNX_VARIANTS
 
 PACKAGED = Path(__file__).resolve().parent / "target_files"
@@ -39,10 +39,6 @@ DEVICES = ("cpu", "cuda")
 VARIANTS = ONNX_VARIANTS
 ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64",
                 "armv8": "arm64", "armv7l": "arm32", "armv7": "arm32", "arm32": "arm32"}
-
-
-class TargetError(DeviceError):
-    """Unknown target or malformed target file."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,18 @@ TORCH_VARIANT = "torch-eager"  # the PyTorch eager reference of latency results 
 GRAPH_OPTIMIZATIONS = tuple(GRAPH_LEVELS)
 PROVIDERS = (CPU, CUDA, TENSORRT)
 
+# ONNX Runtime's fused and quantized operators, by family: what export records and the gate compares
+FUSED_OP_FAMILIES: dict[str, tuple[str, ...]] = {
+    "attention": ("Attention", "QAttention", "MultiHeadAttention", "PackedAttention", "PackedMultiHeadAttention",
+                  "GroupQueryAttention", "DecoderMaskedMultiHeadAttention", "SparseAttention", "LongformerAttention"),
+    "layer norm": ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "EmbedLayerNormalization",
+                   "QEmbedLayerNormalization", "SimplifiedLayerNormalization", "SkipGroupNorm"),
+    "gelu": ("BiasGelu", "FastGelu", "Gelu", "QuickGelu", "QGelu"),
+    "quantized matmul": ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul",
+                         "MatMulNBits", "QGemm", "QOrderedMatMul"),
+}
+FUSED_OPS = frozenset(op for ops in FUSED_OP_FAMILIES.values() for op in ops)
+
 
 def variant_rank(variant: str, torch_first: bool = False) -> int:
     """Sort key of a variant: ONNX variants in ``ONNX_VARIANTS`` order, the torch reference first or last."""

@@ -59,7 +59,7 @@ def model_identity(model: str) -> dict:
 def data_identity(task_name: str, data_dir: str | os.PathLike | None) -> dict:
     """Fingerprint of the task's split files in a local folder, or the hub dataset's name."""
     from .loaders import HUB_DATASET, _split_file, _splits, resolve_task_dir
-    from .tasks import get_task
+    from .resolve import get_task
 
     task = get_task(task_name)  # a name or a Task (custom tasks: their own train and dev files)
     if task.is_custom:
@@ -114,5 +114,5 @@ def check_identity(run, identity: dict) -> None:
         shown = "; ".join(diffs[:4]) + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else "")
         raise RunDirError(
             f"{run.path} was computed from other inputs ({shown}); restore them to resume, or start over with "
-            "--fresh (the old run is moved aside) or a new --run-dir"
+            "--fresh (the old run is moved aside) or a new --run"
         )

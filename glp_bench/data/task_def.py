@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import TaskError
+from .tasks import TASKS, Task
 
 CLASS_METRICS = ("accuracy", "f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
@@ -86,8 +87,6 @@ def normalize(raw: Mapping, src: str, base: Path | None = None, check_files: boo
     """A checked, complete definition (paths absolute, defaults filled) from a TOML table or flags.
     ``src`` names where it came from in error messages; relative paths are taken from ``base``.
     ``check_files=False`` (a run's stored definition): the files need not exist (report, deploy)."""
-    from .tasks import TASKS
-
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise TaskError(f"{src}: unknown key(s) {unknown}; a task definition takes {sorted(_KEYS)}")
@@ -171,8 +170,6 @@ def from_flags(name: str, train: str, dev: str | None, text: str | None, label: 
 
 def build(definition: Mapping):
     """The ``Task`` of a normalized definition."""
-    from .tasks import Task
-
     d = definition
     labels = tuple(d["labels"])
     return Task(d["name"], "", tuple(d["text"]), labels, Metrics(tuple(d["metrics"]), len(labels)),
@@ -195,16 +192,3 @@ def add_args(p) -> None:
 
 
 _FLAGS = ("dev", "text_column", "label_column", "labels", "metrics", "main_metric")
-
-
-def task_from_args(args):
-    """The task of a command's arguments: a GLUE name, a TOML file, or (with --train) the custom-task flags."""
-    from .tasks import get_task
-
-    if getattr(args, "train", None):
-        return build(from_flags(args.task, args.train, args.dev, args.text_column, args.label_column, args.labels,
-                                args.regression, args.metrics, args.main_metric))
-    given = [f for f in _FLAGS if getattr(args, f, None)] + (["regression"] if getattr(args, "regression", False) else [])
-    if given:
-        raise TaskError(f"--{given[0].replace('_', '-')} defines a custom task and needs --train (and --dev)")
-    return get_task(args.task)

@@ -108,9 +108,6 @@ class Task:
             return float(mean_squared_error(labels, logits.reshape(-1)))
         return float(log_loss(labels, softmax(logits, axis=-1), labels=list(range(self.num_labels))))
 
-    def main_score(self, logits: np.ndarray, labels: Sequence) -> float:
-        return self.compute(logits, labels)[self.main_metric]
-
 
 def score_key(metric: str, split: str, splits: Sequence[str]) -> str:
     """``metric`` for single-dev-split tasks, ``<split>/<metric>`` when there are several (MNLI)."""
@@ -179,29 +176,3 @@ TASKS: dict[str, Task] = {
         ),
     ]
 }
-
-
-def get_task(name) -> Task:
-    """A task from a GLUE name, a ``.toml`` task file, a custom task's definition (dict), or a Task."""
-    if isinstance(name, Task):
-        return name
-    if isinstance(name, Mapping):
-        from .task_def import build, normalize
-
-        return build(normalize(name, "the run's task definition", check_files=False))
-    if name is None:
-        raise TaskError("no task given: pass --task (a GLUE task or a .toml task file)")
-    if str(name).lower().endswith(".toml"):
-        from .task_def import build, read_toml
-
-        return build(read_toml(name))
-    key = str(name).lower().replace("-", "").replace("_", "")
-    if key in TASKS:
-        return TASKS[key]
-    raise TaskError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}, or a task file "
-                    "(--task my-task.toml; see 'glp-bench tasks')")
-
-
-def task_of_run(config: Mapping) -> Task:
-    """The task of a run from its manifest config: the stored custom definition, else the GLUE name."""
-    return get_task(config.get("task_def") or config.get("task"))

@@ -45,7 +45,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import GlpError
+from ..core.errors import DeployError
 from ..core.jsonio import atomic_write_json, sha256_file, stamp
 from ..core.machine import physical_cores
 from ..core.rundir import RunDir, now
@@ -57,10 +57,6 @@ BATCH_SIZE = 64  # the runtime's batch: the one export scored the dev set with (
 # Variants in the order they are expected to be fast on a device, when nothing was measured.
 SPEED_ORDER = {"cpu": ("int8", "fp32-opt", "fp32"), "cuda": ("fp16", "fp32-opt", "fp32")}
 SCORE_TOLERANCE = 1e-6  # the runtime must reproduce the recorded dev score (same model, same batches)
-
-
-class DeployError(GlpError):
-    """Nothing to deploy as asked, or a bundle that would not serve what the run measured."""
 
 
 # --- what to deploy (pure) ----------------------------------------------------------------------
@@ -417,7 +413,7 @@ def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int 
             step=None) -> DeployResult:
     from ..core.targets import resolve_target
     from ..data.loaders import has_local_data, load_task_data
-    from ..data.tasks import task_of_run
+    from ..data.resolve import task_of_run
     from ..export.variants import VARIANTS
     from ..prune.models import load_tokenizer
 

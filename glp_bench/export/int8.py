@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import int8_select
+from .graph import fused_ops
 from .quant_exclude import drop_points, keep_score
-from .variants import VARIANTS, _fused
+from .variants import VARIANTS
 
 
 def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_quant_drop: float, model: str,
@@ -29,7 +30,7 @@ def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_q
             chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"])
     record["quant_exclusion"] = check_score(record["candidate"], fp32_path, dst, model_config, preset, calib,
                                             fp32_record, max_quant_drop, score, main_key, spec)
-    record["fused_ops"] = _fused(dst)
+    record["fused_ops"] = fused_ops(dst)
     return record
 
 

@@ -91,7 +91,7 @@ def prepare_source(cand: Candidate, fp32_path: Path, workdir: Path, model_config
     ``fp32_path`` with ORT's basic graph optimizations, or its O2-fused copy as it is. Cached in ``workdir``."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .variants import optimize_graph
+    from .graph import optimize_graph
 
     typed = workdir / f"{cand.graph}_typed.onnx"
     if typed.is_file():
@@ -115,7 +115,7 @@ def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str
         if cand.graph == "fused":
             from optimum.onnxruntime import ORTQuantizer
 
-            from .variants import quantization_config
+            from .graph import quantization_config
 
             config = quantization_config(preset, cand.per_channel, nodes_to_exclude=list(exclude))
             ORTQuantizer(source, config=model_config).quantize(config, save_dir=Path(tmp) / "out", file_suffix="")

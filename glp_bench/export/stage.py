@@ -328,7 +328,7 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     unknown variant, fp16 without CUDA, missing data) raise before any work; per-model problems
     are recorded as failed and the rest carries on (see ``ExportReport.raise_for_failures``)."""
     from ..data.loaders import load_task_data
-    from ..data.tasks import task_of_run
+    from ..data.resolve import task_of_run
 
     run = RunDir(run_dir).load()
     opts = ExportOptions(parse_variants(variants), check_opset(opset), quant_preset, force, revalidate,

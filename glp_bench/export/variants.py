@@ -22,15 +22,13 @@ pre-quantization step) runs it, then ONNX shape inference, so every tensor is ty
 
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ExportError
 from ..core.machine import cpu_flags
+from .graph import fused_ops, optimize_graph
 from .validate import CPU, CUDA
 
 FP32_TOLERANCE = 1e-4  # max |logit difference| allowed between an fp32 graph and PyTorch
@@ -95,64 +93,23 @@ def resolve_preset(preset: str | None) -> tuple[str, str]:
     return preset, "chosen with --quant-preset"
 
 
-def quantization_config(preset: str, per_channel: bool = True, nodes_to_exclude: list[str] | None = None):
-    """optimum's dynamic-quantization preset for ``preset``. Weights per channel (the presets' default):
-    on all-MiniLM-L6-v2 (4 layers, CoLA dev) it halved the mean |logit error| vs fp32 (0.017 vs 0.033)
-    at the same file size and latency. ``nodes_to_exclude`` stay fp32."""
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    return getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel,
-                                                   nodes_to_exclude=nodes_to_exclude or [])
-
-
 # --- building -------------------------------------------------------------------------------
 
 
-def op_counts(path: str | Path) -> dict[str, int]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(Counter(n.op_type for n in model.graph.node).most_common())
-
-
-def optimize_graph(src: Path, dst: Path, model_config, for_gpu: bool = False, fp16: bool = False) -> None:
-    """ONNX Runtime transformer fusions (optimum O2) of ``src`` into ``dst``, optionally fp16."""
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import AutoOptimizationConfig
-
-    config = AutoOptimizationConfig.O2(for_gpu=for_gpu, fp16=fp16)
-    try:
-        optimizer = ORTOptimizer([Path(src)], config=model_config)
-    except NotImplementedError as e:
-        raise ExportError(str(e)) from None
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".opt-") as tmp:
-        optimizer.optimize(config, save_dir=tmp, file_suffix="")
-        os.replace(Path(tmp) / Path(src).name, dst)
-
-
-def build_variant(name: str, fp32_path: Path, model_config, preset: str, int8: str = "auto", **select) -> dict:
-    """Build variant ``name`` next to ``fp32_path``; returns build details for the record. For int8,
-    ``int8`` is a candidate name or ``auto`` (build and time them all: ``glp_bench.export.int8_select.select``,
-    which takes ``select``'s keyword arguments)."""
+def build_variant(name: str, fp32_path: Path, model_config, preset: str) -> dict:
+    """Build variant ``name`` next to ``fp32_path``; returns build details for the record. int8: the fastest
+    candidate (``glp_bench.export.int8_select.select``); the export stage's int8 step, which also keeps the
+    score, is ``glp_bench.export.int8.build_int8``."""
     variant = VARIANTS[name]
     dst = fp32_path.parent / variant.filename
     if name == "fp32-opt":
         optimize_graph(fp32_path, dst, model_config)
-        return {"source": "fp32", "optimization": "O2", "fused_ops": _fused(dst)}
+        return {"source": "fp32", "optimization": "O2", "fused_ops": fused_ops(dst)}
     if name == "int8":
         from .int8_select import select as select_int8
 
-        record = select_int8(fp32_path, dst, model_config, preset, int8, **select)
-        return {**record, "fused_ops": _fused(dst)}
+        return {**select_int8(fp32_path, dst, model_config, preset), "fused_ops": fused_ops(dst)}
     if name == "fp16":
         optimize_graph(fp32_path, dst, model_config, for_gpu=True, fp16=True)
-        return {"source": "fp32", "optimization": "O2 (GPU) + fp16", "fused_ops": _fused(dst)}
+        return {"source": "fp32", "optimization": "O2 (GPU) + fp16", "fused_ops": fused_ops(dst)}
     raise ExportError(f"variant {name!r} is not built by build_variant")
-
-
-_FUSED = {"Attention", "QAttention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",
-          "BiasGelu", "FastGelu", "Gelu", "MatMulInteger", "DynamicQuantizeMatMul"}
-
-
-def _fused(path: Path) -> dict[str, int]:
-    return {k: v for k, v in op_counts(path).items() if k in _FUSED}

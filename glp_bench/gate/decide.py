@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..bench import stats
+from ..core.errors import MeasurementFailed
 
 DEFAULT_FACTOR = 1.10
 #: Against a stored baseline the two measurements lie minutes to weeks apart: the machine's state (other
@@ -60,10 +61,6 @@ PAIRED_TEST = "Wilcoxon signed-rank on paired per-round log ratios"
 UNPAIRED_TEST = "Mann-Whitney U on raw samples"
 
 EXIT_OK, EXIT_REGRESSION, EXIT_UNDECIDED = 0, 1, 2
-
-
-class MeasurementFailed(Exception):
-    """A measurement pass could not produce samples (a worker failed); the gate is undecided."""
 
 
 @dataclass(frozen=True)

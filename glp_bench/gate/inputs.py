@@ -17,16 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.errors import GlpError, RunDirError
+from ..core.errors import GateInputError, RunDirError
 from ..core.rundir import RunDir
 from ..export.variants import VARIANTS
 
 FILENAME_TO_VARIANT = {v.filename: name for name, v in VARIANTS.items()}
 DEFAULT_VARIANT = "fp32"
-
-
-class GateInputError(GlpError):
-    """A gate input (model, run directory, stored baseline) is missing, ambiguous or unusable."""
 
 
 def variant_of(path: Path) -> str | None:

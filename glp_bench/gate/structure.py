@@ -29,16 +29,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "attention": ("Attention", "QAttention", "MultiHeadAttention", "PackedAttention", "PackedMultiHeadAttention",
-                  "GroupQueryAttention", "DecoderMaskedMultiHeadAttention", "SparseAttention", "LongformerAttention"),
-    "layer norm": ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "EmbedLayerNormalization",
-                   "QEmbedLayerNormalization", "SimplifiedLayerNormalization", "SkipGroupNorm"),
-    "gelu": ("BiasGelu", "FastGelu", "Gelu", "QuickGelu", "QGelu"),
-    "quantized matmul": ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul",
-                         "MatMulNBits", "QGemm", "QOrderedMatMul"),
-}
-FUSED_OPS = frozenset(op for ops in FAMILIES.values() for op in ops)
+from ..core.vocab import FUSED_OP_FAMILIES as FAMILIES
+from ..core.vocab import FUSED_OPS
+
 ATTENTION_OPS = frozenset(FAMILIES["attention"])
 DEFAULT_TOLERANCE = 0.05
 

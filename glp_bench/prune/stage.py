@@ -213,7 +213,7 @@ class Workload:
         fine-tune on the 85% split, main metric on the 15%, once per seed. Returns the mean score and loss,
         one record per seed and ``preds`` ({seed: held-out predictions}, for the bootstrap; the driver stores
         them as files, not in the manifest)."""
-        from ..data.tasks import get_task
+        from ..data.resolve import get_task
         from .train import fine_tune, predict
 
         task = get_task(self.task_name)
@@ -246,7 +246,8 @@ class Workload:
         """Fine-tune the pre-trained model without ``removed`` on the full train split (distilled from the
         teacher's logits when ``final_config.distill_alpha > 0`` and layers are removed), score it on dev and,
         with ``out_dir``, save it (weights, config, tokenizer); returns its manifest record minus the files."""
-        from ..data.tasks import flatten_scores, get_task
+        from ..data.resolve import get_task
+        from ..data.tasks import flatten_scores
         from .train import evaluate, fine_tune
 
         task = get_task(self.task_name)
@@ -295,14 +296,14 @@ class Pruner:
     """Holds the data, tokenizer and pre-trained model of one run (its ``work``); scores candidates; trains
     finals; is the only writer of the run directory (executors hand it their results)."""
 
-    def __init__(self, plan: PrunePlan, run: RunDir, progress=None, console=None):
+    def __init__(self, plan: PrunePlan, run: RunDir, progress=None):
         from ..data.loaders import load_task_data, search_split
-        from ..data.tasks import get_task
+        from ..data.resolve import get_task
         from .models import load_classifier, load_tokenizer
         from .surgery import kept_layers
         from .train import tokenize
 
-        self.plan, self.run, self.progress, self.console = plan, run, progress, console
+        self.plan, self.run, self.progress = plan, run, progress
         self.task = get_task(plan.task_def or plan.task)
         data = load_task_data(self.task, plan.data_dir)
         tokenizer = load_tokenizer(plan.model)
@@ -535,3 +536,118 @@ def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: Pru
         pruner.work.teacher = ensure_teacher(run, pruner.work, reference)
         executor.load(pruner)
     collect([job(name, kept, seed) for name, kept in distinct for seed in seeds if pending(name, seed)])
+
+
+# --- the stage as one call (what 'glp-bench prune' runs) ---------------------------------------
+
+
+def _glp_done(run) -> int:
+    return sum(len(s["candidates"]) for s in run.strategies.get("glp", {}).get("steps", []))
+
+
+def _finals_done(run) -> int:
+    return sum(1 for m in run.models.values() if m.get("dev_scores") is not None)
+
+
+def _budget_text(plan, swept: bool = False) -> str:
+    def one(cfg, pool, fixed):
+        n = f"at most {cfg.max_samples}" if cfg.max_samples else "all"
+        lr = f"lr {cfg.lr:g}" if fixed or not plan.sweep or swept else "the sweep's lr"
+        return f"{cfg.epochs:g} epochs on {n} examples of {pool} at {lr}"
+
+    fixed = bool(plan.sweep and plan.sweep["search_lr_fixed"])
+    return f"candidates: {one(plan.search, 'the 85% split', fixed)}; finals: {one(plan.final, 'train', False)}"
+
+
+def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
+    """Run (or resume) the recipe sweep, the search and the final fine-tunes with ``plan.executor``; returns
+    the removal order per strategy. This process is the only writer of the run directory, whichever executor
+    runs the work."""
+    from dataclasses import replace
+
+    from ..core.progress import make_progress
+    from ..data.loaders import describe_data
+    from .executors import open_executor
+    from .precision import resolve_precision
+
+    with open_executor(plan.executor, plan.device) as executor, make_progress() as progress:
+        precision = resolve_precision(plan.precision, executor.device)
+        plan = replace(plan, device=executor.device, search=replace(plan.search, precision=precision),
+                       final=replace(plan.final, precision=precision))
+        pruner = Pruner(plan, run, progress)
+        n, min_depth = len(pruner.layers), plan.min_depth
+        if run.exists():  # strategies may be added to an existing run
+            run.config["strategies"] = list(dict.fromkeys(run.config["strategies"] + plan.strategies))
+            run.save()
+        else:
+            run.create(plan.config(n))
+        chosen = (run.data.get("recipe") or {}).get("chosen")
+        if plan.sweep and chosen:
+            plan = with_recipe(plan, chosen["lr"])
+        pruner.use(plan)
+        executor.load(pruner)
+
+        # The plan, with a time estimate from a short calibration of the full model where the work runs
+        # (Workload.calibrate), and rounds of executor.slots parallel fine-tunes.
+        n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
+        n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
+        ex_per_s = executor.calibrate()
+        search_ex = min(plan.search.max_samples or len(pruner.work.fit), len(pruner.work.fit)) * plan.search.epochs
+        final_ex = min(plan.final.max_samples or len(pruner.work.train), len(pruner.work.train)) * plan.final.epochs
+        depths = range(min_depth, n + 1)
+        cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
+        waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
+            if "glp" in plan.strategies else 0
+        final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots) * plan.final_seeds
+        sweep_waves = math.ceil(len(plan.sweep["lrs"]) / executor.slots) if plan.sweep and not chosen else 0
+        est = estimate_seconds(waves * plan.search_seeds + sweep_waves / cost, final_waves, search_ex, final_ex,
+                               ex_per_s / cost)
+        console.print(
+            f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
+            f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan, bool(chosen))}); {_recipe_text(plan, run)}; "
+            f"{n_search} candidate fine-tunes x {plan.search_seeds} seed(s) ({_glp_done(run)} done), up to {n_final} "
+            f"final fine-tunes x {plan.final_seeds} seed(s) ({_finals_done(run)} done); precision {precision}; "
+            f"{describe_data(pruner.task, plan.data_dir)}; executor {executor.describe()}; "
+            f"estimated {est / 60:.0f} min; run directory {run.path}"
+        )
+        overall = progress.add_task("glp-bench prune", total=n_search + n_final)
+
+        def on_update():
+            run.save()
+            progress.update(overall, completed=_glp_done(run) + _finals_done(run))
+
+        def on_step(step, n_steps, n_cand):
+            progress.update(overall, description=f"GLP step {step + 1}/{n_steps} ({n_cand} candidates)")
+
+        on_update()
+        if plan.sweep and not chosen:
+            progress.update(overall, description="recipe sweep")
+            plan = with_recipe(plan, run_sweep(run, plan, executor.scores, on_update))
+            pruner.use(plan)
+            executor.load(pruner)
+            console.print(_recipe_text(plan, run))
+        assess = step_assessor(run, pruner.task, pruner.work.held["labels"], plan.seed)
+        orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step,
+                                score_many=candidate_scorer(run, executor, plan.search_seed_list()), assess=assess,
+                                rescore_close=plan.rescore_close,
+                                rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()))
+        progress.update(overall, description="final fine-tunes")
+        run_finals(pruner, executor, orders, plan, on_update)
+    return orders
+
+
+def _recipe_text(plan, run) -> str:
+    rec = (run.data.get("recipe") or {}) if run.data else {}
+    if plan.recipe == "auto" and plan.sweep and not rec.get("chosen"):
+        lrs = ", ".join(f"{x:g}" for x in plan.sweep["lrs"])
+        text = f"recipe auto (lr sweep {lrs}, warm-up {plan.sweep['warmup_ratio']:g}, on the 85/15 split)"
+    elif plan.recipe == "auto" and plan.sweep:
+        pts = rec.get("points", {})
+        got = ", ".join(f"{k}: {v['score']:.3f}" for k, v in pts.items())
+        text = (f"recipe auto: lr {rec['chosen']['lr']:g} (held-out {got}; decided by {rec['chosen']['decided_by']}), "
+                f"warm-up {plan.final.warmup_ratio:g}")
+    else:
+        text = f"recipe {plan.recipe} (lr {plan.search.lr:g} / {plan.final.lr:g}, warm-up {plan.final.warmup_ratio:g})"
+    d = plan.final
+    return text + (f"; distillation alpha {d.distill_alpha:g}, T {d.distill_temperature:g}" if d.distill_alpha > 0
+                   else "; no distillation")

@@ -1,4 +1,4 @@
-"""A ``glp_bench.report.stage.Report`` as rich tables, Markdown, CSV and JSON.
+"""A ``glp_bench.report.stage.Report`` as rich tables, Markdown, CSV and JSON, and the run's ``report.md``.
 
 The table and the Markdown show the same cells (``section_cells``): scores in GLUE points (metric
 x 100), times in milliseconds, sizes in MB. CSV and JSON keep raw values (fractions, seconds, bytes).
@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from pathlib import Path
 
+from ..core.rundir import RunDir
 from .quality import step_cells, training_cells
-from .stage import Report, Row, Section, metric_label, points, recommendation_text
+from .stage import (
+    DEFAULT_MAX_DROP,
+    Report,
+    Row,
+    Section,
+    build_report,
+    metric_label,
+    points,
+    recommendation_text,
+)
 
 JSON_FORMAT = "glp-bench-report"
 JSON_VERSION = 1
@@ -261,3 +273,35 @@ def to_csv(report: Report) -> str:
                  "recommended": r is s.recommendation}
             w.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
     return buf.getvalue()
+
+
+# --- the run's report.md -----------------------------------------------------------------------
+
+
+def write_run_report(run_dir: str | os.PathLike, max_drop: float = DEFAULT_MAX_DROP) -> Path:
+    """Render ``<run>/report.md`` (every target with latency results) and return its path. Raises
+    GlpError subclasses only for problems with the run's files (callers treat them as a warning)."""
+    from ..core.jsonio import atomic_write_text
+
+    report = build_report([run_dir], max_drop=max_drop)
+    out = RunDir(run_dir).report_path
+    atomic_write_text(out, to_markdown(report))
+    return out
+
+
+def write_run_report_or_warn(run_dir: str | os.PathLike, console) -> Path | None:
+    """``write_run_report`` for the end of ``prune-and-export`` and ``latency``: prints where the report
+    went, or one warning line; never raises (the report is a by-product of those commands)."""
+    from ..core.errors import GlpError
+
+    try:
+        out = write_run_report(run_dir)
+    except GlpError as e:
+        console.print(f"warning: report.md not written: {e}", markup=False, highlight=False)
+        return None
+    except Exception as e:  # noqa: BLE001 - a report bug must not fail a finished prune/export/latency
+        console.print(f"warning: report.md not written ({type(e).__name__}: {e}); try 'glp-bench report --run {run_dir}'",
+                      markup=False, highlight=False)
+        return None
+    console.print(f"report: {out}", markup=False, highlight=False)
+    return out

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..core.errors import RunDirError
 from ..core.rundir import RunDir
@@ -219,7 +218,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
     if not rd.data:
         rd.load()
     from ..bench import results
-    from ..data.tasks import task_of_run
+    from ..data.resolve import task_of_run
 
     finished = rd.finished_models()
     if not finished:
@@ -481,33 +480,3 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
                 training=training, steps=steps,
             ))
     return Report(sections=sections, max_drop=max_drop)
-
-
-def write_run_report(run_dir: str | os.PathLike, max_drop: float = DEFAULT_MAX_DROP) -> Path:
-    """Render ``<run>/report.md`` (every target with latency results) and return its path. Raises
-    GlpError subclasses only for problems with the run's files (callers treat them as a warning)."""
-    from ..core.jsonio import atomic_write_text
-    from .render import to_markdown
-
-    report = build_report([run_dir], max_drop=max_drop)
-    out = RunDir(run_dir).report_path
-    atomic_write_text(out, to_markdown(report))
-    return out
-
-
-def write_run_report_or_warn(run_dir: str | os.PathLike, console) -> Path | None:
-    """``write_run_report`` for the end of ``prune-and-export`` and ``latency``: prints where the report
-    went, or one warning line; never raises (the report is a by-product of those commands)."""
-    from ..core.errors import GlpError
-
-    try:
-        out = write_run_report(run_dir)
-    except GlpError as e:
-        console.print(f"warning: report.md not written: {e}", markup=False, highlight=False)
-        return None
-    except Exception as e:  # noqa: BLE001 - a report bug must not fail a finished prune/export/latency
-        console.print(f"warning: report.md not written ({type(e).__name__}: {e}); try 'glp-bench report --run {run_dir}'",
-                      markup=False, highlight=False)
-        return None
-    console.print(f"report: {out}", markup=False, highlight=False)
-    return out
