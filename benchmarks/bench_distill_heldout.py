@@ -1,0 +1,119 @@
+"""Issue-14 benchmark (not a test): does distillation help each pruned depth, measured on the train split only?
+
+The main job's final models are scored on dev, where one seed moves CoLA's MCC by several points; this asks
+the same question without touching dev. On the main job's run directory (made first if missing): a teacher
+(the full-depth model) is fine-tuned on the 85% part of train with the run's recipe; for each GLP depth of the
+run, the pruned model is fine-tuned on the same 85% part with and without distillation from that teacher
+(the run's alpha and T), ``--seeds`` seeds each, and scored on the held-out 15%. Results go to
+``<run>/bench-distill-heldout.json`` as they finish (versioned, atomic; an interrupted benchmark resumes).
+Prints per depth and seed, the means and the difference; exits 0 (a benchmark reports, it does not gate).
+
+    python benchmarks/bench_distill_heldout.py [--run runs/cola-all-minilm-l6-v2] [--seeds 2] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+FORMAT, VERSION = "glp-bench-bench-distill-heldout", 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", default="runs/cola-all-minilm-l6-v2", help="the main job's run directory")
+    p.add_argument("--seeds", type=int, default=2, help="student seeds per configuration (default 2)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    args = p.parse_args()
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    run_path = Path(args.run)
+    if not (run_path / "manifest.json").is_file():
+        print(f"{run_path} has no run: running 'glp-bench prune --task cola --run {run_path}' first", flush=True)
+        subprocess.run([sys.executable, "-m", "glp_bench.cli", "prune", "--task", "cola", "--run", str(run_path)],
+                       check=True)
+
+    import numpy as np
+    import torch
+
+    from glp_bench.commands._common import quiet_hf
+    from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.data.resolve import task_of_run
+    from glp_bench.prune.precision import resolve_precision
+    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.train import fine_tune, predict
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_hf()
+    run = RunDir(run_path).load()
+    cfg = run.config
+    task = task_of_run(cfg)
+    lr = ((run.data.get("recipe") or {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
+    plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
+                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"))
+    precision = resolve_precision(plan.precision, "cpu")
+    work = Pruner(plan, run).work
+    base = replace(work.final_config, lr=lr, warmup_ratio=cfg["final"]["warmup_ratio"], precision=precision,
+                   max_samples=None, distill_alpha=0.0)
+    alpha = cfg["final"].get("distill_alpha") or 0.5
+    temp = cfg["final"].get("distill_temperature") or 2.0
+    layers = list(range(cfg["original_depth"]))
+    glp = run.strategies["glp"]["models"]
+    depths = sorted((int(d) for d in glp if int(d) < cfg["original_depth"]), reverse=True)
+
+    out_path = run.path / "bench-distill-heldout.json"
+    doc = read_versioned(out_path, FORMAT, VERSION) if out_path.is_file() else {
+        "format": FORMAT, "version": VERSION, "run": str(run.path), "results": {}}
+    doc["environment"] = environment()
+    results = doc["results"]
+
+    def score(removed, seed, teacher=None):
+        c = replace(base, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
+        model = work.model_without(removed, seed)
+        t0 = time.perf_counter()
+        fine_tune(model, work.fit, work.tokenizer, c, "cpu", teacher_logits=teacher)
+        logits = predict(model, work.held, work.tokenizer, "cpu")
+        return model, {"score": task.compute(logits, work.held["labels"])[task.main_metric],
+                       "loss": task.loss(logits, work.held["labels"]), "seconds": round(time.perf_counter() - t0, 1)}
+
+    teacher_file = run.path / "bench-distill-heldout.teacher.npy"
+    if not teacher_file.is_file():
+        model, rec = score([], cfg["seed"])
+        np.save(teacher_file, predict(model, work.fit, work.tokenizer, "cpu"))
+        results["teacher"] = rec
+        atomic_write_json(out_path, doc)
+        print(f"teacher (full depth, 85% split, lr {lr:g}): held-out {task.main_metric} {rec['score']:.4f}", flush=True)
+    teacher = np.load(teacher_file)
+    seeds = [cfg["seed"] + i for i in range(args.seeds)]
+    for d in depths:
+        kept = run.models[glp[str(d)]]["kept_layers"]
+        removed = [i for i in layers if i not in kept]
+        for seed in seeds:
+            for distilled in (True, False):
+                k = f"depth {d} | {'distilled' if distilled else 'not distilled'} | seed {seed}"
+                if k not in results:
+                    results[k] = score(removed, seed, teacher if distilled else None)[1]
+                    atomic_write_json(out_path, doc)
+                print(f"{k}: held-out {results[k]['score']:.4f}", flush=True)
+
+    print(f"\ndistillation on the 85/15 split of train ({run.path}; teacher held-out "
+          f"{results['teacher']['score']:.4f}; alpha {alpha:g}, T {temp:g}; seeds {seeds})")
+    for d in depths:
+        dl = [results[f"depth {d} | distilled | seed {s}"]["score"] for s in seeds]
+        nd = [results[f"depth {d} | not distilled | seed {s}"]["score"] for s in seeds]
+        diff = (statistics.fmean(dl) - statistics.fmean(nd)) * 100
+        print(f"depth {d}: distilled {statistics.fmean(dl):.4f} ({' '.join(f'{v:.3f}' for v in dl)}), not "
+              f"{statistics.fmean(nd):.4f} ({' '.join(f'{v:.3f}' for v in nd)}): {diff:+.2f} points")
+    print(f"results: {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
