@@ -4,7 +4,9 @@ The main job's final models are scored on dev, where one seed moves CoLA's MCC b
 the same question without touching dev. On the main job's run directory (made first if missing): a teacher
 (the full-depth model) is fine-tuned on the 85% part of train with the run's recipe; for each GLP depth of the
 run, the pruned model is fine-tuned on the same 85% part with and without distillation from that teacher
-(the run's alpha and T), ``--seeds`` seeds each, and scored on the held-out 15%. Results go to
+(the run's alpha and T), ``--seeds`` seeds each, and scored on the held-out 15%. Then the search: every
+candidate of GLP's first step fine-tuned with the search budget and distilled from the same teacher, ranked
+against the run's own (undistilled) candidate scores: would distilling candidates change the removal? Results go to
 ``<run>/bench-distill-heldout.json`` as they finish (versioned, atomic; an interrupted benchmark resumes).
 Prints per depth and seed, the means and the difference; exits 0 (a benchmark reports, it does not gate).
 
@@ -111,6 +113,32 @@ def main() -> int:
         diff = (statistics.fmean(dl) - statistics.fmean(nd)) * 100
         print(f"depth {d}: distilled {statistics.fmean(dl):.4f} ({' '.join(f'{v:.3f}' for v in dl)}), not "
               f"{statistics.fmean(nd):.4f} ({' '.join(f'{v:.3f}' for v in nd)}): {diff:+.2f} points")
+
+    # The search with distilled candidates: GLP's first step, same budget and seed as the run's candidates.
+    step = run.strategies["glp"]["steps"][0]
+    sweep = cfg.get("sweep") or {}
+    search_lr = lr if sweep and not sweep.get("search_lr_fixed") else cfg["search"]["lr"]  # what the run's candidates used
+    search = replace(work.search_config, lr=search_lr, warmup_ratio=cfg["search"]["warmup_ratio"], precision=precision,
+                     distill_alpha=alpha, distill_temperature=temp)
+    for layer in sorted(int(c) for c in step["candidates"]):
+        k = f"step 1 candidate {layer} | distilled | seed {cfg['seed']}"
+        if k not in results:
+            model = work.model_without([layer], cfg["seed"])
+            t0 = time.perf_counter()
+            fine_tune(model, work.fit, work.tokenizer, replace(search, seed=cfg["seed"]), "cpu", teacher_logits=teacher)
+            logits = predict(model, work.held, work.tokenizer, "cpu")
+            results[k] = {"score": task.compute(logits, work.held["labels"])[task.main_metric],
+                          "loss": task.loss(logits, work.held["labels"]), "seconds": round(time.perf_counter() - t0, 1)}
+            atomic_write_json(out_path, doc)
+    plain = {int(c): r["score"] for c, r in step["candidates"].items()}
+    dist = {c: results[f"step 1 candidate {c} | distilled | seed {cfg['seed']}"]["score"] for c in plain}
+    print(f"\nGLP step 1, candidates on the search budget ({cfg['search'].get('max_samples') or 'all'} examples, "
+          f"lr {search.lr:g}), held-out {task.main_metric}:")
+    for c in sorted(plain):
+        print(f"  drop layer {c}: not distilled {plain[c]:.4f} (the run's), distilled {dist[c]:.4f}")
+    best = lambda s: max(s, key=lambda c: (s[c], c))  # noqa: E731 - GLP's rule: best score, then the highest layer
+    print(f"  chosen: layer {best(plain)} not distilled, layer {best(dist)} distilled; "
+          f"run chose {step.get('chosen')}")
     print(f"results: {out_path}")
     return 0
 

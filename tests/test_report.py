@@ -22,17 +22,16 @@ from pathlib import Path
 import pytest
 
 from glp_bench.core.errors import RunDirError
-from glp_bench.report.render import layer_ranges, render_rich, to_csv, to_json, to_markdown
-from glp_bench.report.stage import (
-    TORCH_VARIANT,
-    Row,
-    build_report,
-    collect_rows,
-    pareto_front,
-    recommend,
+from glp_bench.report.render import (
+    layer_ranges,
+    render_rich,
+    to_csv,
+    to_json,
+    to_markdown,
     write_run_report,
     write_run_report_or_warn,
 )
+from glp_bench.report.stage import TORCH_VARIANT, Row, build_report, collect_rows, pareto_front, recommend
 
 from .conftest import assert_clean_error, assert_schema, run_cli
 
