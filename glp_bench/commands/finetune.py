@@ -44,30 +44,24 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import os
-    import shutil
     from pathlib import Path
 
     from rich.console import Console
 
     from ..core.errors import GlpError
-    from ..core.jsonio import atomic_write_json, stamp
     from ..core.preflight import writable_dir
-    from ..core.progress import make_progress
-    from ..core.rundir import default_run_dir, now
+    from ..core.rundir import default_run_dir
     from ..data.identity import model_identity
     from ..data.loaders import load_task_data
     from ..data.resolve import task_from_args
-    from ..data.tasks import flatten_scores
-    from ..prune.models import load_classifier, load_tokenizer, model_slug, resolve_model
-    from ..prune.surgery import drop_layers, kept_layers
-    from ..prune.train import TrainConfig, evaluate, fine_tune, resolve_device, tokenize
+    from ..prune.finetune import finetune_model
+    from ..prune.models import model_slug, resolve_model
+    from ..prune.precision import resolve_precision
+    from ..prune.train import TrainConfig, resolve_device
 
     quiet_hf()
     task = task_from_args(args)
     device = resolve_device(args.device)
-    from ..prune.precision import resolve_precision
-
     precision = resolve_precision(args.precision, device)  # bf16 without support, fp16 on a CPU: refused now
     model_id = resolve_model(args.model)
     data = load_task_data(task, args.data_dir)
@@ -81,35 +75,7 @@ def run(args) -> int:
         raise GlpError(f"--out {out} already holds a result; add --force to replace it (the old one is moved "
                        "aside) or choose another --out")
     model_identity(model_id)  # a truncated or garbage safetensors file fails now
-    console = Console(stderr=True)
-
-    model = load_classifier(model_id, task, seed=cfg.seed)
-    tokenizer = load_tokenizer(model_id)
-    if layers:
-        model = drop_layers(model, layers)
-    enc = {name: tokenize(split, tokenizer, task, cfg.max_length) for name, split in data.items()}
-    console.print(f"fine-tuning {model_id} on {task.name}: {len(enc['train'])} examples, "
-                  f"layers {kept_layers(model.config)}, device {device}, precision {precision}")
-    with make_progress() as progress:
-        stats = fine_tune(model, enc["train"], tokenizer, cfg, device, progress, description=f"{task.name}")
-    scores = flatten_scores(task, evaluate(model, {s: enc[s] for s in task.dev_splits}, tokenizer, task, device))
-
-    # written beside, then moved into place: a crash leaves the old result or the new one, never a mix
-    staged = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
-    model.save_pretrained(staged / "model", safe_serialization=True)
-    tokenizer.save_pretrained(staged / "model")
-    atomic_write_json(staged / "scores.json", stamp("glp-bench-finetune", 1, {
-        "task": task.name, "model": model_id, "kept_layers": kept_layers(model.config), "device": device,
-        "train_config": cfg.to_dict(), "train": stats, "dev_scores": scores,
-    }))
-    if out.exists() and any(out.iterdir()):  # --force: keep the old result beside, never delete it
-        backup = Path(f"{out}.bak-{now().replace(':', '').replace('+00:00', '')}")
-        out.rename(backup)
-        console.print(f"moved the old result to {backup}")
-    elif out.exists():
-        out.rmdir()
-    staged.rename(out)
+    scores, stats = finetune_model(task, model_id, data, layers, cfg, device, out, console=Console(stderr=True))
     Console().print(
         f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         + f"  ({stats['seconds']:.0f} s training, {stats['examples_per_s']:.0f} examples/s) -> {out}"

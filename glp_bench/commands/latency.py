@@ -62,18 +62,17 @@ def add_parser(sub):
 
 def run(args) -> int:
     import dataclasses
-    import os
 
     from rich.console import Console
 
-    from ..bench import results, runner
-    from ..bench.plan import find_run_dir, make_plan
+    from ..bench.plan import find_run_dir
+    from ..bench.render import render_table
+    from ..bench.stage import measure_run
     from ..core.errors import GlpError
-    from ..core.preflight import writable_file
-    from ..core.progress import make_progress
     from ..core.rundir import RunDir
     from ..core.runlock import acquire
     from ..core.targets import TargetError, resolve_target
+    from ..report.render import write_run_report_or_warn
 
     target = resolve_target(args.device)
     if args.tensorrt:
@@ -82,48 +81,12 @@ def run(args) -> int:
         target = dataclasses.replace(target, tensorrt=True)
     run_dir = RunDir(find_run_dir(args.run_dir)).load()
     acquire(run_dir.path)  # latency/ and report.md are written into the run: one writer at a time
-    plan = make_plan(run_dir, target, models=args.models, variants=args.variants, threads=args.threads,
-                     batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths, torch_reference=args.torch)
-    runner.check_providers(plan.configs)  # a missing provider fails before any work
-
-    import onnxruntime as ort
-
-    emulation = target.emulation()
-    settings = {"rounds": args.rounds, "min_runs": args.min_runs, "min_time_s": args.min_time,
-                "warmup_runs": args.warmup, "max_time_s": args.max_time, "max_cv": args.max_cv,
-                "order": "interleaved rounds (glp_bench.bench.stats.interleaved_order), one worker process per "
-                         "configuration and round"}
-    host = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
-            "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    out = writable_file(args.out or run_dir.latency_path(target.name), "--out")
     console = Console(stderr=True)
-    console.print(f"latency on target [bold]{target.name}[/] ({target.provider}): {len(plan.configs)} configurations "
-                  f"x {args.rounds} rounds from {run_dir.path}")
-    for note in emulation["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
-    for w in plan.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
-
-    metas = [meta for meta, _ in plan.entries]
-
-    def document(measurements, rounds_done: int, complete: bool) -> dict:
-        return results.build(run=run_dir, target=target, emulation=emulation, settings=settings, host=host,
-                             entries=list(zip(metas, measurements, strict=True)), full_depth=plan.full_depth,
-                             rounds_done=rounds_done, complete=complete, extra_warnings=plan.warnings)
-
-    def save_partial(r: int, measurements) -> None:
-        results.save(out, document(measurements, r + 1, complete=r + 1 == args.rounds))
-
-    with make_progress() as progress:
-        measurements = runner.measure(
-            plan.configs, rounds=args.rounds, min_runs=args.min_runs, min_time=args.min_time, warmup=args.warmup,
-            max_time=args.max_time, progress=progress, description=target.name, on_round=save_partial,
-        )
-    doc = document(measurements, args.rounds, complete=True)
-    results.save(out, doc)
-
-    from ..bench.render import render_table
-
+    doc, out = measure_run(run_dir, target, args.out, models=args.models, variants=args.variants,
+                           threads=args.threads, batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths,
+                           torch_reference=args.torch, rounds=args.rounds, min_runs=args.min_runs,
+                           min_time=args.min_time, warmup=args.warmup, max_time=args.max_time, max_cv=args.max_cv,
+                           console=console)
     Console().print(render_table(doc))
     for fit in doc["depth_fit"]:
         Console().print(f"{fit['variant']} b{fit['batch']} s{fit['seq']} t{fit['threads']}: latency ~ "
@@ -139,8 +102,6 @@ def run(args) -> int:
                       f"{worst['summary_s']['cv']:.0%}): the machine is busy; close other programs, pin to idle "
                       "cores, or raise --min-time/--rounds (every warning is in the results file)")
     console.print(f"results: {out}")
-    from ..report.render import write_run_report_or_warn
-
     write_run_report_or_warn(run_dir.path, console)
     if not any(m["summary_s"] for m in doc["measurements"]):
         raise GlpError(f"no configuration could be measured (see the warnings above and {out})")
