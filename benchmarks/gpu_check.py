@@ -19,7 +19,7 @@ with the working tree, so ``pack`` (run where PyPI is reachable) builds what the
   packs it anyway, for a transport with room).
 
 On the GPU machine the run unpacks the wheels that fit its interpreter into a scratch folder (no pip, no
-network), puts them and this checkout on ``PYTHONPATH``, and runs, each under a share of ``--budget-s``
+network), puts them, this checkout and its deploy/runtime on ``PYTHONPATH``, and runs, each under a share of ``--budget-s``
 (8 minutes in all by default), through the real ``glp-bench`` CLI:
 
 1. ``env``: GPU, torch/CUDA, bf16 support, onnxruntime and whether its CUDA provider really runs;
@@ -206,7 +206,7 @@ def env_facts() -> dict:
     facts = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
              "bf16": bool(torch.cuda.is_bf16_supported()), "onnxruntime": ort.__version__,
              "ort_providers": ort.get_available_providers()}
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "deploy" / "runtime")]
     from glp_bench.bench.runner import CUDA, probe_cuda
 
     facts["ort_cuda_provider"] = (("runs" if probe_cuda(ort) is None else f"present but {probe_cuda(ort)}")
@@ -314,10 +314,12 @@ def run_check(args) -> int:
     deps = work / "deps"
     installed = install_wheels(pack_dir / "wheels", deps)
     model = widen_model(pack_dir / "model", work / "model")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(deps), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    runtime = REPO / "deploy" / "runtime"  # glp_runtime (the session builder), installed with glp-bench elsewhere
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(deps), str(REPO), str(runtime),
+                                                        os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
-    sys.path[:0] = [str(deps), str(REPO)]
+    sys.path[:0] = [str(deps), str(REPO), str(runtime)]
     try:
         facts = env_facts()
     except Exception as e:  # noqa: BLE001
