@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
+
+from main_run import DEFAULT, ensure_main_run
 
 FORMAT, VERSION = "glp-bench-bench-distill-heldout", 1
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", default="runs/cola-all-minilm-l6-v2", help="the main job's run directory")
+    p.add_argument("--run", default=DEFAULT, help="the main job's run directory")
     p.add_argument("--seeds", type=int, default=2, help="student seeds per configuration (default 2)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     args = p.parse_args()
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
-    run_path = Path(args.run)
-    if not (run_path / "manifest.json").is_file():
-        print(f"{run_path} has no run: running 'glp-bench prune --task cola --run {run_path}' first", flush=True)
-        subprocess.run([sys.executable, "-m", "glp_bench.cli", "prune", "--task", "cola", "--run", str(run_path)],
-                       check=True)
+    run_path = ensure_main_run(args.run)
 
     import numpy as np
     import torch
@@ -76,8 +72,9 @@ def main() -> int:
     doc["environment"] = environment()
     results = doc["results"]
 
-    def score(removed, seed, teacher=None):
-        c = replace(base, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
+    def score(removed, seed, teacher=None, cfg=base):
+        """Fine-tune on the 85% part (distilled from ``teacher`` when given), score on the 15% part."""
+        c = replace(cfg, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
         model = work.model_without(removed, seed)
         t0 = time.perf_counter()
         fine_tune(model, work.fit, work.tokenizer, c, "cpu", teacher_logits=teacher)
@@ -118,17 +115,11 @@ def main() -> int:
     step = run.strategies["glp"]["steps"][0]
     sweep = cfg.get("sweep") or {}
     search_lr = lr if sweep and not sweep.get("search_lr_fixed") else cfg["search"]["lr"]  # what the run's candidates used
-    search = replace(work.search_config, lr=search_lr, warmup_ratio=cfg["search"]["warmup_ratio"], precision=precision,
-                     distill_alpha=alpha, distill_temperature=temp)
+    search = replace(work.search_config, lr=search_lr, warmup_ratio=cfg["search"]["warmup_ratio"], precision=precision)
     for layer in sorted(int(c) for c in step["candidates"]):
         k = f"step 1 candidate {layer} | distilled | seed {cfg['seed']}"
         if k not in results:
-            model = work.model_without([layer], cfg["seed"])
-            t0 = time.perf_counter()
-            fine_tune(model, work.fit, work.tokenizer, replace(search, seed=cfg["seed"]), "cpu", teacher_logits=teacher)
-            logits = predict(model, work.held, work.tokenizer, "cpu")
-            results[k] = {"score": task.compute(logits, work.held["labels"])[task.main_metric],
-                          "loss": task.loss(logits, work.held["labels"]), "seconds": round(time.perf_counter() - t0, 1)}
+            results[k] = score([layer], cfg["seed"], teacher, search)[1]
             atomic_write_json(out_path, doc)
     plain = {int(c): r["score"] for c, r in step["candidates"].items()}
     dist = {c: results[f"step 1 candidate {c} | distilled | seed {cfg['seed']}"]["score"] for c in plain}

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
+
+from main_run import DEFAULT, ensure_main_run
 
 FORMAT, VERSION = "glp-bench-bench-quality", 1
 DEPTHS = (5, 4, 3)
@@ -32,17 +32,13 @@ DEPTHS = (5, 4, 3)
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", default="runs/cola-all-minilm-l6-v2", help="the main job's run directory")
+    p.add_argument("--run", default=DEFAULT, help="the main job's run directory")
     p.add_argument("--seeds", type=int, default=2, help="seeds per configuration (default 2)")
     args = p.parse_args()
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
 
-    run_path = Path(args.run)
-    if not (run_path / "manifest.json").is_file():
-        print(f"{run_path} has no run: running 'glp-bench prune --task cola --run {run_path}' first", flush=True)
-        subprocess.run([sys.executable, "-m", "glp_bench.cli", "prune", "--task", "cola", "--run", str(run_path)],
-                       check=True)
+    run_path = ensure_main_run(args.run)
 
     import numpy as np
 

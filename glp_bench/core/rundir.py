@@ -114,7 +114,7 @@ class RunDir:
         return sorted(p for p in root.glob("*") if cls.is_run(p)) if root.is_dir() else []
 
     def exists(self) -> bool:
-        return self.manifest_path.is_file()
+        return self.is_run(self.path)
 
     def load(self) -> RunDir:
         if not self.exists():

@@ -23,14 +23,16 @@ def available_providers() -> list[str]:
     return ort.get_available_providers()
 
 
+def _missing_provider(provider: str, what: str, available: list[str]) -> DeviceError:
+    hint = " (install onnxruntime-gpu instead of onnxruntime and make sure a CUDA GPU is visible)" if provider == CUDA else ""
+    return DeviceError(f"{what} needs {provider}, which this onnxruntime build lacks (available: {', '.join(available)}){hint}")
+
+
 def require_provider(provider: str, what: str = "this model") -> None:
     """Raise DeviceError unless ``provider`` is in this onnxruntime build."""
     available = available_providers()
     if provider not in available:
-        hint = " (install onnxruntime-gpu instead of onnxruntime and make sure a CUDA GPU is visible)" if provider == CUDA else ""
-        raise DeviceError(
-            f"{what} needs {provider}, which this onnxruntime build lacks (available: {', '.join(available)}){hint}"
-        )
+        raise _missing_provider(provider, what, available)
 
 
 def make_session(path: str | Path, provider: str = CPU, threads: int | None = None):
@@ -40,12 +42,13 @@ def make_session(path: str | Path, provider: str = CPU, threads: int | None = No
     from glp_runtime.session import SessionError, SessionSettings, build_session
 
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path} does not exist; run 'glp-bench export' to create it")
-    require_provider(provider, str(path))
     try:
         return build_session(path, SessionSettings(provider=provider, intra_op_threads=threads or 0))
     except SessionError as e:
+        if e.kind == "missing":
+            raise ExportError(f"{path} does not exist; run 'glp-bench export' to create it") from None
+        if e.kind == "provider":
+            raise _missing_provider(provider, str(path), e.providers) from None
         if e.kind == "fallback":
             raise DeviceError(f"ONNX Runtime could not start {provider} for {path} (got {e.providers})") from None
         raise ExportError(

@@ -476,8 +476,6 @@ def step_assessor(run: RunDir, task, held_labels, seed: int):
     return run_assess
 
 
-
-
 def ensure_teacher(run: RunDir, work: Workload, reference: str) -> np.ndarray:
     """The reference model's logits on the train split, computed once and stored in the run directory
     (``teacher/train-logits.npy``, recorded with its sha256 in ``manifest["teacher"]``); re-used when the
@@ -563,8 +561,6 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
     """Run (or resume) the recipe sweep, the search and the final fine-tunes with ``plan.executor``; returns
     the removal order per strategy. This process is the only writer of the run directory, whichever executor
     runs the work."""
-    from dataclasses import replace
-
     from ..core.progress import make_progress
     from ..data.loaders import describe_data
     from .executors import open_executor
