@@ -249,6 +249,31 @@ def test_presets_recipes_and_overrides():
     assert search_only.sweep["search_lr_fixed"] and search_only.search.lr == 3e-5
 
 
+def test_depth_epochs_give_every_pruned_final_the_full_models_compute(tiny6, tmp_path):
+    """``scaled`` (the fast and smoke default): a final of d of 6 layers trains epochs * 6 / d epochs, so
+    depth 3 takes twice the full model's optimizer steps; ``same`` (the paper budget's): every depth alike."""
+    from glp_bench.core.errors import GlpError
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
+
+    assert make_plan("cola", "m", None, ["glp"]).depth_epochs == "scaled"
+    assert make_plan("cola", "m", None, ["glp"], "paper").depth_epochs == "same"
+    assert depth_scaled_epochs(3.0, 6, 5) == 3.6 and depth_scaled_epochs(3.0, 6, 4) == 4.5
+    with pytest.raises(GlpError, match="unknown --depth-epochs 'double'; choose from scaled, same"):
+        make_plan("cola", "m", None, ["glp"], depth_epochs="double")
+    cola = str(write_cola(tmp_path / "CoLA"))
+    steps = {}
+    for rule in ("scaled", "same"):
+        plan = make_plan("cola", str(tiny6), cola, ["glp"], "smoke", device="cpu", lr=1e-3, distill=False,
+                         depth_epochs=rule)
+        work = Pruner(plan, RunDir(tmp_path / rule)).work
+        for removed in ([], [1, 3, 5]):
+            rec = work.final(removed)
+            steps[rule, len(removed)] = (rec["recipe"]["epochs"], rec["train"]["steps"])
+    assert steps["scaled", 0] == steps["same", 0] == steps["same", 3] == (1.0, 2)  # 64 examples, batch 32
+    assert steps["scaled", 3] == (2.0, 4)
+
+
 def test_the_sweep_never_touches_dev(tiny6, tmp_path):
     """Workload.score (candidates and sweep points) reads the 85/15 split only: a dev split that explodes on
     any use does not stop it."""
@@ -294,6 +319,7 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     ref, pruned = m["models"]["depth-06"], m["models"]["depth-05"]
     assert ref["distill"] is None and pruned["distill"] == {"alpha": 0.5, "temperature": 2.0}
     assert ref["recipe"]["lr"] == pruned["recipe"]["lr"] == lr
+    assert (ref["recipe"]["epochs"], pruned["recipe"]["epochs"]) == (1.0, 1.2)  # --depth-epochs scaled: 6/5
     assert set(pruned["seeds"]) == {"42", "43"} and pruned["dev_scores"] == pruned["seeds"]["42"]["dev_scores"]
     teacher = np.load(run_dir / m["teacher"]["path"])
     assert teacher.shape == (96, 2) and m["teacher"]["model"] == "depth-06"
@@ -310,7 +336,7 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     assert "### Training: distillation and seeds" in md.stdout and "### GLP steps" in md.stdout
     row5 = next(line for line in md.stdout.splitlines() if line.startswith("| 5 | depth-05"))
     mean = np.mean([v["dev_scores"]["matthews_correlation"] for v in pruned["seeds"].values()]) * 100
-    assert "alpha 0.5, T 2" in row5 and f"| {mean:.2f} |" in row5 and row5.rstrip().endswith("| 42 |")
+    assert "alpha 0.5, T 2" in row5 and "| 1.2 |" in row5 and f"| {mean:.2f} |" in row5 and row5.rstrip().endswith("| 42 |")
     js = json.loads(run_cli("report", "--run", str(run_dir), "--format", "json").stdout)
     assert [s["step"] for s in js["sections"][0]["glp_steps"]] == [1, 2]
     # --final-seeds changed on an existing run: refused, nothing lost
@@ -364,7 +390,8 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
     del old["config"]["search"]["distill_alpha"]
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     run = RunDir(tmp_path).load()
-    assert run.data["version"] == 2 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
+    assert run.data["version"] == 3 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
+    assert run.config["depth_epochs"] == "same"
     assert run.config["final"]["distill_alpha"] == 0.0 and run.models["depth-06"]["distill"] is None
     assert run.models["depth-06"]["seed"] == 42
 
@@ -392,6 +419,7 @@ def test_distillation_without_the_full_depth_model_is_one_clear_error(tmp_path):
     (["--warmup", "1.5"], "--warmup"),
     (["--precision", "fp16"], "--precision fp16 needs a CUDA GPU"),
     (["--precision", "int4"], "invalid choice: 'int4'"),
+    (["--depth-epochs", "double"], "invalid choice: 'double'"),
 ])
 def test_bad_quality_options_are_refused_before_work(tiny6, tmp_path, extra, fragment):
     run_dir = tmp_path / "r"

@@ -29,7 +29,8 @@ def test_every_versioned_format_has_a_schema():
 def test_checked_in_manifests_validate_before_and_after_migration(path):
     doc = assert_schema(path, "run")
     migrated = assert_schema(migrate(copy.deepcopy(doc)), "run")
-    assert migrated["version"] == 2 and RunDir(path.parent).load().data["version"] == 2
+    assert migrated["version"] == 3 and RunDir(path.parent).load().data["version"] == 3
+    assert migrated["config"]["depth_epochs"] == "same"  # written before --depth-epochs: every depth alike
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("**/latency/*.json")), ids=lambda p: str(p.relative_to(GOLDEN)))

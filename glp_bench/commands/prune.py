@@ -37,8 +37,8 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
                    help="paper: the paper's protocol (3 epochs per candidate on the full 85%% split, 3 epochs per "
                    "final model on all of train, lr 2e-5, no warm-up, no distillation); fast (default): 3 epochs on "
-                   "at most 2000 examples per candidate, the paper's 3 final epochs, with --recipe auto and "
-                   "distillation; smoke: tiny, for tests")
+                   "at most 2000 examples per candidate, 3 final epochs for the full depth (scaled for pruned depths, "
+                   "--depth-epochs), with --recipe auto and distillation; smoke: tiny, for tests")
     g = p.add_argument_group("recipe and distillation (chosen on the train split, never on dev)")
     g.add_argument("--recipe", default=None, choices=["auto", "paper"],
                    help="auto (default; paper for --budget paper): sweep lr 2e-5, 5e-5, 1e-4, 2e-4 with a 10%% "
@@ -54,6 +54,10 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="weight of the teacher's soft targets in (0, 1] (default 0.5)")
     g.add_argument("--distill-temperature", type=positive_float, default=None,
                    help="softmax temperature of distillation (default 2)")
+    g.add_argument("--depth-epochs", default=None, choices=["scaled", "same"],
+                   help="scaled (default; same for --budget paper): a final model of d of the L layers trains "
+                   "--epochs x L/d epochs, the full model's compute (depth 3 of 6: 6 epochs); same: every depth "
+                   "trains --epochs")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="training precision: auto (default) = bf16 autocast on CPUs with AVX-512 BF16 or AMX and "
                    "on bf16 GPUs, fp16 on older GPUs, else fp32; exported models are fp32 either way")
@@ -71,7 +75,9 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-epochs", type=epochs_float, default=None, help="epochs per candidate (overrides --budget)")
     p.add_argument("--search-samples", type=non_negative_int, default=None,
                    help="examples of the 85%% split per candidate, 0 = all (overrides --budget)")
-    p.add_argument("--epochs", type=epochs_float, default=None, help="epochs of each final fine-tune (overrides --budget)")
+    p.add_argument("--epochs", type=epochs_float, default=None,
+                   help="epochs of the full-depth final fine-tune, and of every depth with --depth-epochs same "
+                   "(overrides --budget)")
     p.add_argument("--lr", type=lr_float, default=None,
                    help="learning rate of all fine-tunes (default: 2e-5, and 5e-5 for the fast search)")
     p.add_argument("--search-lr", type=lr_float, default=None,
@@ -147,7 +153,8 @@ def prepare(args):
                      args.search_epochs, args.search_samples, args.epochs, args.lr, args.search_lr,
                      recipe=args.recipe, warmup=args.warmup, distill=args.distill, distill_alpha=args.distill_alpha,
                      distill_temperature=args.distill_temperature, precision=args.precision,
-                     search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds)
+                     search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds,
+                     depth_epochs=args.depth_epochs)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
         from ..prune.precision import resolve_precision

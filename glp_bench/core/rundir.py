@@ -10,7 +10,7 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
       latency/<target>.json  raw latency samples + summaries (glp_bench.bench)
       report.md              score-vs-speedup table (glp_bench.report.stage)
 
-``manifest.json`` (format ``glp-bench-run``, version 2)::
+``manifest.json`` (format ``glp-bench-run``, version 3)::
 
     config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
                  precision, search_seeds, rescore_close, final_seeds, ...
@@ -41,7 +41,7 @@ from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 
 FORMAT = "glp-bench-run"
-VERSION = 2
+VERSION = 3
 RUNS_ROOT = "runs"
 MANIFEST = "manifest.json"
 TEACHER_FILE = "teacher/train-logits.npy"
@@ -69,7 +69,8 @@ def migrate(data: dict) -> dict:
     """Bring an older manifest to the current version, in memory (saved with the next write).
 
     1 -> 2: runs made before the recipe sweep, distillation and seeds: recipe ``paper`` (fixed learning rates),
-    no distillation, one seed everywhere; the model records gain their seed."""
+    no distillation, one seed everywhere; the model records gain their seed. 2 -> 3: runs made before
+    ``--depth-epochs``: ``depth_epochs`` ``same`` (every depth trained the same epochs)."""
     if data.get("version", 1) < 2:
         cfg = data.setdefault("config", {})
         cfg.setdefault("recipe", "paper")
@@ -87,6 +88,9 @@ def migrate(data: dict) -> dict:
                 rec.setdefault("seed", cfg.get("seed"))
                 rec.setdefault("distill", None)
         data["version"] = 2
+    if data["version"] < 3:  # 2 -> 3: every depth trained the same epochs (before --depth-epochs scaled)
+        data.setdefault("config", {}).setdefault("depth_epochs", "same")
+        data["version"] = 3
     return data
 
 

@@ -33,6 +33,7 @@ def training_rows(models: dict, key: str) -> list[dict]:
             "kept_layers": rec.get("kept_layers"), "distill": d, "seeds": len(vals),
             "mean": statistics.fmean(vals) * 100, "std": statistics.stdev(vals) * 100 if len(vals) > 1 else None,
             "exported_seed": rec.get("seed"), "lr": (rec.get("recipe") or {}).get("lr"),
+            "epochs": (rec.get("recipe") or {}).get("epochs"),
         })
     return rows
 
@@ -65,11 +66,12 @@ def informative(training: list[dict], steps: list[dict]) -> bool:
 
 
 def training_cells(training: list[dict]) -> tuple[list[str], list[str], list[list[str]]]:
-    headers = ["depth", "model", "strategies", "distilled", "lr", "seeds", "dev mean", "± std", "exported seed"]
-    just = ["right", "left", "left", "left", "right", "right", "right", "right", "right"]
+    headers = ["depth", "model", "strategies", "distilled", "lr", "epochs", "seeds", "dev mean", "± std",
+               "exported seed"]
+    just = ["right", "left", "left", "left", "right", "right", "right", "right", "right", "right"]
     cells = [[str(r["depth"]), r["name"], "+".join(r["strategies"]) or "-",
               f"alpha {r['distill']['alpha']:g}, T {r['distill']['temperature']:g}" if r["distill"] else "no",
-              f"{r['lr']:g}" if r["lr"] else "-", str(r["seeds"]), f"{r['mean']:.2f}",
+              f"{r['lr']:g}" if r["lr"] else "-", f"{r['epochs']:g}" if r.get("epochs") else "-", str(r["seeds"]), f"{r['mean']:.2f}",
               f"{r['std']:.2f}" if r["std"] is not None else "-", str(r["exported_seed"] or "-")] for r in training]
     return headers, just, cells
 
