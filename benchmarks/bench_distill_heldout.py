@@ -44,7 +44,7 @@ def main() -> int:
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
     from glp_bench.prune.precision import resolve_precision
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
     from glp_bench.prune.train import fine_tune, predict
 
     if args.threads:
@@ -72,9 +72,13 @@ def main() -> int:
     doc["environment"] = environment()
     results = doc["results"]
 
-    def score(removed, seed, teacher=None, cfg=base):
-        """Fine-tune on the 85% part (distilled from ``teacher`` when given), score on the 15% part."""
-        c = replace(cfg, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
+    def score(removed, seed, teacher=None, train=base):
+        """Fine-tune on the 85% part (distilled from ``teacher`` when given; a final trains the run's epochs
+        for its depth), score on the 15% part."""
+        c = replace(train, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
+        if train is base and removed and cfg.get("depth_epochs") == "scaled":
+            n = cfg["original_depth"]
+            c = replace(c, epochs=depth_scaled_epochs(c.epochs, n, n - len(removed)))
         model = work.model_without(removed, seed)
         t0 = time.perf_counter()
         fine_tune(model, work.fit, work.tokenizer, c, "cpu", teacher_logits=teacher)

@@ -5,7 +5,7 @@ cola`` or ``glp-bench prune --task cola``; run first if the folder is missing), 
 
 * full-depth dev MCC with the paper's recipe (lr 2e-5, no warm-up) and with the run's ``auto`` recipe;
 * for depths 5, 4 and 3, the GLP model (the run's kept layers) with and without distillation from the run's
-  full-depth model;
+  full-depth model (the run's epochs per depth, ``--depth-epochs``);
 * for each GLP step: the rule that decided it and whether it was within noise (paired bootstrap).
 
 Each configuration is fine-tuned with ``--seeds`` seeds (the run's seed, then +1, ...); the run's own models
@@ -58,7 +58,8 @@ def main() -> int:
     chosen = (run.data.get("recipe") or {}).get("chosen") or {}
     auto_lr = chosen.get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
-                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"))
+                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
+                     depth_epochs=cfg.get("depth_epochs", "same"))  # pruned depths train the run's epochs
     from glp_bench.prune.precision import resolve_precision
 
     precision = resolve_precision(plan.precision, "cpu")
@@ -126,7 +127,8 @@ def main() -> int:
         return vals, statistics.fmean(vals) if vals else float("nan"), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
     print(f"\nquality benchmark on {run.path} ({cfg['model']}), dev {key}, seeds {seeds}, "
-          f"auto lr {auto_lr:g}, distillation alpha {alpha:g} T {temp:g} ({time.perf_counter() - t0:.0f} s)")
+          f"auto lr {auto_lr:g}, distillation alpha {alpha:g} T {temp:g}, depth epochs {plan.depth_epochs} "
+          f"({time.perf_counter() - t0:.0f} s)")
     print(f"{'configuration':50s} {'per seed':28s} {'mean':>7s} {'std':>7s}")
     means = {}
     for label, *_ in configs:
