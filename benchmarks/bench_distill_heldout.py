@@ -44,7 +44,7 @@ def main() -> int:
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
     from glp_bench.prune.precision import resolve_precision
-    from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
+    from glp_bench.prune.stage import Pruner, make_plan
     from glp_bench.prune.train import fine_tune, predict
 
     if args.threads:
@@ -55,7 +55,8 @@ def main() -> int:
     task = task_of_run(cfg)
     lr = ((run.data.get("recipe") or {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
-                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"))
+                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
+                     depth_epochs=cfg["depth_epochs"])  # finals train the run's epochs per depth
     precision = resolve_precision(plan.precision, "cpu")
     work = Pruner(plan, run).work
     base = replace(work.final_config, lr=lr, warmup_ratio=cfg["final"]["warmup_ratio"], precision=precision,
@@ -76,9 +77,8 @@ def main() -> int:
         """Fine-tune on the 85% part (distilled from ``teacher`` when given; a final trains the run's epochs
         for its depth), score on the 15% part."""
         c = replace(train, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
-        if train is base and removed and cfg.get("depth_epochs") == "scaled":
-            n = cfg["original_depth"]
-            c = replace(c, epochs=depth_scaled_epochs(c.epochs, n, n - len(removed)))
+        if train is base:
+            c = replace(c, epochs=work.final_epochs(removed, c.epochs))
         model = work.model_without(removed, seed)
         t0 = time.perf_counter()
         fine_tune(model, work.fit, work.tokenizer, c, "cpu", teacher_logits=teacher)

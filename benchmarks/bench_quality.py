@@ -59,7 +59,7 @@ def main() -> int:
     auto_lr = chosen.get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
-                     depth_epochs=cfg.get("depth_epochs", "same"))  # pruned depths train the run's epochs
+                     depth_epochs=cfg["depth_epochs"])  # pruned depths train the run's epochs
     from glp_bench.prune.precision import resolve_precision
 
     precision = resolve_precision(plan.precision, "cpu")

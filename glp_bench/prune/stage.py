@@ -225,6 +225,16 @@ class Workload:
             reseed_head(model, seed)
         return model
 
+    def final_epochs(self, removed, epochs: float) -> float:
+        """Epochs of the final model without ``removed``: ``epochs``, scaled to the full model's compute
+        with ``depth_epochs`` ``scaled``."""
+        from .surgery import kept_layers
+
+        if not removed or self.depth_epochs != "scaled":
+            return epochs
+        n = len(kept_layers(self.base.config))
+        return depth_scaled_epochs(epochs, n, n - len(removed))
+
     def score(self, removed: tuple[int, ...], candidate: int | None, seeds=None, lr: float | None = None,
               warmup: float | None = None, progress=None) -> dict:
         """GLP's score of removing ``candidate`` after ``removed`` (``None``: nothing more, the recipe sweep):
@@ -269,12 +279,8 @@ class Workload:
         from .train import evaluate, fine_tune
 
         task = get_task(self.task_name)
-        from .surgery import kept_layers
-
         cfg = self.final_config if seed is None else replace(self.final_config, seed=seed)
-        if removed and self.depth_epochs == "scaled":
-            n = len(kept_layers(self.base.config))
-            cfg = replace(cfg, epochs=depth_scaled_epochs(cfg.epochs, n, n - len(removed)))
+        cfg = replace(cfg, epochs=self.final_epochs(removed, cfg.epochs))
         distill = bool(removed) and cfg.distill_alpha > 0
         if not distill:
             cfg = replace(cfg, distill_alpha=0.0)

@@ -71,7 +71,8 @@ def training_cells(training: list[dict]) -> tuple[list[str], list[str], list[lis
     just = ["right", "left", "left", "left", "right", "right", "right", "right", "right", "right"]
     cells = [[str(r["depth"]), r["name"], "+".join(r["strategies"]) or "-",
               f"alpha {r['distill']['alpha']:g}, T {r['distill']['temperature']:g}" if r["distill"] else "no",
-              f"{r['lr']:g}" if r["lr"] else "-", f"{r['epochs']:g}" if r.get("epochs") else "-", str(r["seeds"]), f"{r['mean']:.2f}",
+              f"{r['lr']:g}" if r["lr"] else "-", f"{r['epochs']:g}" if r.get("epochs") else "-", str(r["seeds"]),
+              f"{r['mean']:.2f}",
               f"{r['std']:.2f}" if r["std"] is not None else "-", str(r["exported_seed"] or "-")] for r in training]
     return headers, just, cells
 
