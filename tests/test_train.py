@@ -92,3 +92,29 @@ def test_fine_tune_on_gpu_matches_cpu_closely(tiny_models, cola_dir):
         fine_tune(model, enc["train"], tok, TrainConfig(epochs=1, lr=1e-3, batch_size=8, seed=0), device)
         out[device] = predict(model, enc["validation"], tok, device)
     np.testing.assert_allclose(out["cpu"], out["cuda"], atol=1e-2)
+
+
+def test_fine_tunes_use_the_fused_adamw_which_makes_the_same_updates(tiny_models):
+    """The fused AdamW (one kernel for all parameters) is what fine_tune builds on the CPU, and it takes the
+    same steps as torch's per-parameter AdamW: same start, same gradients -> the same weights."""
+    from glp_bench.prune.train import adamw
+
+    task = get_task("cola")
+    models = [load_classifier(str(tiny_models["bert"]), task, seed=0) for _ in range(2)]
+    fused = adamw(models[0].parameters(), 1e-3, "cpu")
+    plain = torch.optim.AdamW(models[1].parameters(), lr=1e-3)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    ids = torch.randint(5, models[0].config.vocab_size, (4, 12))
+    for model, opt in ((models[0], fused), (models[1], plain)):
+        for step in range(3):
+            torch.manual_seed(step)  # the same dropout masks
+            model.train()(input_ids=ids, labels=torch.tensor([0, 1, 1, 0])).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    # compared through the outputs: the attention key biases get a gradient of pure rounding noise (softmax
+    # ignores a shift of every score), which Adam normalizes into steps that differ between the two kernels
+    start = load_classifier(str(tiny_models["bert"]), task, seed=0)
+    with torch.no_grad():
+        a, b, s = (m.eval()(input_ids=ids).logits for m in (*models, start))
+    assert (a - b).abs().max().item() < 1e-5 < (a - s).abs().max().item()
+    assert adamw([torch.nn.Parameter(torch.zeros(2))], 1e-3, "mps").defaults["fused"] is None

@@ -98,6 +98,20 @@ def _loader(encoded, tokenizer, cfg: TrainConfig, shuffle: bool, seed: int):
     return DataLoader(encoded, batch_size=cfg.batch_size, sampler=sampler, collate_fn=_collator(tokenizer, cfg))
 
 
+def adamw(params, lr: float, device: str):
+    """torch's fused AdamW (one kernel over all parameters) where the device has it: the same update as the
+    per-parameter loop, ~8x faster (all-MiniLM-L6-v2 on a 2-core CPU: 103 -> 14 ms of a ~400 ms step,
+    ``benchmarks/bench_finetune_precision.py``); the plain AdamW elsewhere."""
+    import torch
+
+    if device == "cpu" or device.startswith("cuda"):
+        try:
+            return torch.optim.AdamW(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # an older torch, or a parameter dtype fused does not take
+            pass
+    return torch.optim.AdamW(params, lr=lr)
+
+
 def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "cpu", progress=None,
               description: str = "fine-tune", teacher_logits: np.ndarray | None = None):
     """Fine-tune ``model`` in place on a tokenized split; returns ``{"steps", "seconds", "examples_per_s"}``.
@@ -129,7 +143,7 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    opt = adamw(params, cfg.lr, device)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     regression = getattr(model.config, "problem_type", None) == "regression" or model.config.num_labels == 1
