@@ -15,6 +15,7 @@ Exits 0 (a benchmark reports, it does not gate).
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -44,7 +45,7 @@ def main() -> int:
     task, model_id = get_task("cola"), resolve_model(None)
     tok = load_tokenizer(model_id)
     train = tokenize(load_task_data(task, None)["train"], tok, task)
-    batches = [b for _, b in zip(range(args.steps + 2), _loader(train, tok, TrainConfig(), shuffle=True, seed=0))]
+    batches = list(itertools.islice(_loader(train, tok, TrainConfig(), shuffle=True, seed=0), args.steps + 2))
     base = load_classifier(model_id, task, seed=0).train()
     models = {"plain": copy.deepcopy(base), "fused": copy.deepcopy(base)}
     opts = {"plain": torch.optim.AdamW(models["plain"].parameters(), lr=1e-4),
@@ -67,7 +68,7 @@ def main() -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
         t.append(time.perf_counter())
-        return [b - a for a, b in zip(t, t[1:])]
+        return [b - a for a, b in itertools.pairwise(t)]
 
     for name in models:  # warm-up: the first steps allocate the optimizer state
         for batch in batches[:2]:
@@ -75,10 +76,10 @@ def main() -> int:
     for block in range(args.blocks):
         for name in (("plain", "fused") if block % 2 == 0 else ("fused", "plain")):
             for batch in batches[2:]:
-                for part, sec in zip(times[name], step(name, batch)):
+                for part, sec in zip(times[name], step(name, batch), strict=True):
                     times[name][part].append(sec * 1e3)
 
-    diff = max((a - b).abs().max().item() for a, b in zip(models["plain"].parameters(), models["fused"].parameters()))
+    diff = max((a - b).abs().max().item() for a, b in zip(models["plain"].parameters(), models["fused"].parameters(), strict=True))
     print(f"all-MiniLM-L6-v2, CoLA batches of 32 (length-grouped), {torch.get_num_threads()} threads, {cpu_model()}; "
           f"median ms over {args.blocks // 2 + args.blocks % 2}+{args.blocks // 2} alternating blocks of "
           f"{args.steps} steps")
