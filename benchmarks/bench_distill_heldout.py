@@ -1,10 +1,13 @@
-"""Issue-14 benchmark (not a test): does distillation help each pruned depth, measured on the train split only?
+"""Issue-14 benchmark (not a test): where should a pruned final start, and does distillation help each pruned
+depth? Measured on the train split only.
 
 The main job's final models are scored on dev, where one seed moves CoLA's MCC by several points; this asks
 the same question without touching dev. On the main job's run directory (made first if missing): a teacher
 (the full-depth model) is fine-tuned on the 85% part of train with the run's recipe; for each GLP depth of the
 run, the pruned model is fine-tuned on the same 85% part with and without distillation from that teacher
-(the run's alpha and T), ``--seeds`` seeds each, and scored on the held-out 15%. Then the search: every
+(the run's alpha and T), started from that teacher with the layers cut out (``--student-init teacher``, every
+depth the run's epochs) and from the pre-trained model (``pretrained``, epochs scaled by L/d), ``--seeds``
+seeds each, and scored on the held-out 15%. Then the search: every
 candidate of GLP's first step fine-tuned with the search budget and distilled from the same teacher, ranked
 against the run's own (undistilled) candidate scores: would distilling candidates change the removal? Results go to
 ``<run>/bench-distill-heldout.json`` as they finish (versioned, atomic; an interrupted benchmark resumes).
@@ -43,8 +46,9 @@ def main() -> int:
     from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
+    from glp_bench.prune.models import load_saved_classifier
     from glp_bench.prune.precision import resolve_precision
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
     from glp_bench.prune.train import fine_tune, predict
 
     if args.threads:
@@ -56,7 +60,7 @@ def main() -> int:
     lr = ((run.data.get("recipe") or {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
-                     depth_epochs=cfg["depth_epochs"])  # finals train the run's epochs per depth
+                     depth_epochs="same")
     precision = resolve_precision(plan.precision, "cpu")
     work = Pruner(plan, run).work
     base = replace(work.final_config, lr=lr, warmup_ratio=cfg["final"]["warmup_ratio"], precision=precision,
@@ -73,13 +77,13 @@ def main() -> int:
     doc["environment"] = environment()
     results = doc["results"]
 
-    def score(removed, seed, teacher=None, train=base):
-        """Fine-tune on the 85% part (distilled from ``teacher`` when given; a final trains the run's epochs
-        for its depth), score on the 15% part."""
+    def score(removed, seed, teacher=None, train=base, start="pretrained"):
+        """Fine-tune on the 85% part (distilled from ``teacher`` when given; a final started from the 85%
+        teacher trains the run's epochs, one from the pre-trained model epochs x L/d), score on the 15% part."""
         c = replace(train, seed=seed, distill_alpha=alpha if teacher is not None else 0.0, distill_temperature=temp)
-        if train is base:
-            c = replace(c, epochs=work.final_epochs(removed, c.epochs))
-        model = work.model_without(removed, seed)
+        if train is base and start == "pretrained":
+            c = replace(c, epochs=depth_scaled_epochs(c.epochs, len(layers), len(layers) - len(removed)))
+        model = work.student_without(removed) if start == "teacher" else work.model_without(removed, seed)
         t0 = time.perf_counter()
         fine_tune(model, work.fit, work.tokenizer, c, "cpu", teacher_logits=teacher)
         logits = predict(model, work.held, work.tokenizer, "cpu")
@@ -87,33 +91,45 @@ def main() -> int:
                        "loss": task.loss(logits, work.held["labels"]), "seconds": round(time.perf_counter() - t0, 1)}
 
     teacher_file = run.path / "bench-distill-heldout.teacher.npy"
-    if not teacher_file.is_file():
+    teacher_dir = run.path / "bench-distill-heldout.teacher"  # the 85% teacher itself: students start from it
+    if not teacher_file.is_file() or not (teacher_dir / "config.json").is_file():
         model, rec = score([], cfg["seed"])
         np.save(teacher_file, predict(model, work.fit, work.tokenizer, "cpu"))
+        model.save_pretrained(teacher_dir)
         results["teacher"] = rec
         atomic_write_json(out_path, doc)
         print(f"teacher (full depth, 85% split, lr {lr:g}): held-out {task.main_metric} {rec['score']:.4f}", flush=True)
     teacher = np.load(teacher_file)
+    work.init_state = load_saved_classifier(teacher_dir).state_dict()
     seeds = [cfg["seed"] + i for i in range(args.seeds)]
+    starts = ("teacher", "pretrained")
+
+    def key(d, start, distilled, seed):  # pre-trained starts keep the keys of earlier versions
+        return f"depth {d} | {'from teacher | ' if start == 'teacher' else ''}" \
+               f"{'distilled' if distilled else 'not distilled'} | seed {seed}"
+
     for d in depths:
         kept = run.models[glp[str(d)]]["kept_layers"]
         removed = [i for i in layers if i not in kept]
-        for seed in seeds:
-            for distilled in (True, False):
-                k = f"depth {d} | {'distilled' if distilled else 'not distilled'} | seed {seed}"
-                if k not in results:
-                    results[k] = score(removed, seed, teacher if distilled else None)[1]
-                    atomic_write_json(out_path, doc)
-                print(f"{k}: held-out {results[k]['score']:.4f}", flush=True)
+        for start in starts:
+            for seed in seeds:
+                for distilled in (True, False):
+                    k = key(d, start, distilled, seed)
+                    if k not in results:
+                        results[k] = score(removed, seed, teacher if distilled else None, start=start)[1]
+                        atomic_write_json(out_path, doc)
+                    print(f"{k}: held-out {results[k]['score']:.4f} ({results[k]['seconds']:.0f} s)", flush=True)
 
-    print(f"\ndistillation on the 85/15 split of train ({run.path}; teacher held-out "
+    print(f"\nstart and distillation on the 85/15 split of train ({run.path}; teacher held-out "
           f"{results['teacher']['score']:.4f}; alpha {alpha:g}, T {temp:g}; seeds {seeds})")
     for d in depths:
-        dl = [results[f"depth {d} | distilled | seed {s}"]["score"] for s in seeds]
-        nd = [results[f"depth {d} | not distilled | seed {s}"]["score"] for s in seeds]
-        diff = (statistics.fmean(dl) - statistics.fmean(nd)) * 100
-        print(f"depth {d}: distilled {statistics.fmean(dl):.4f} ({' '.join(f'{v:.3f}' for v in dl)}), not "
-              f"{statistics.fmean(nd):.4f} ({' '.join(f'{v:.3f}' for v in nd)}): {diff:+.2f} points")
+        for start in starts:
+            dl = [results[key(d, start, True, s)]["score"] for s in seeds]
+            nd = [results[key(d, start, False, s)]["score"] for s in seeds]
+            diff = (statistics.fmean(dl) - statistics.fmean(nd)) * 100
+            print(f"depth {d} from {start:10s}: distilled {statistics.fmean(dl):.4f} "
+                  f"({' '.join(f'{v:.3f}' for v in dl)}), not {statistics.fmean(nd):.4f} "
+                  f"({' '.join(f'{v:.3f}' for v in nd)}): {diff:+.2f} points")
 
     # The search with distilled candidates: GLP's first step, same budget and seed as the run's candidates.
     step = run.strategies["glp"]["steps"][0]

@@ -5,7 +5,8 @@ cola`` or ``glp-bench prune --task cola``; run first if the folder is missing), 
 
 * full-depth dev MCC with the paper's recipe (lr 2e-5, no warm-up) and with the run's ``auto`` recipe;
 * for depths 5, 4 and 3, the GLP model (the run's kept layers) with and without distillation from the run's
-  full-depth model (the run's epochs per depth, ``--depth-epochs``);
+  full-depth model (started where the run's start, ``--student-init``, with the run's epochs per depth,
+  ``--depth-epochs``);
 * for each GLP step: the rule that decided it and whether it was within noise (paired bootstrap).
 
 Each configuration is fine-tuned with ``--seeds`` seeds (the run's seed, then +1, ...); the run's own models
@@ -59,7 +60,8 @@ def main() -> int:
     auto_lr = chosen.get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
-                     depth_epochs=cfg["depth_epochs"])  # pruned depths train the run's epochs
+                     depth_epochs=cfg["depth_epochs"],  # pruned depths start and train as the run's
+                     student_init=cfg.get("student_init", "pretrained"))
     from glp_bench.prune.precision import resolve_precision
 
     precision = resolve_precision(plan.precision, "cpu")
@@ -69,6 +71,10 @@ def main() -> int:
     layers = pruner.layers
     if run.teacher_path.is_file():
         work.teacher = np.load(run.teacher_path)
+    if plan.student_init == "teacher":
+        from glp_bench.prune.stage import teacher_state
+
+        work.init_state = teacher_state(run, glp[str(cfg["original_depth"])])
     auto = replace(work.final_config, lr=auto_lr, warmup_ratio=cfg["final"]["warmup_ratio"])
     paper = replace(work.final_config, lr=2e-5, warmup_ratio=0.0, distill_alpha=0.0)
     alpha = cfg["final"].get("distill_alpha") or 0.5
@@ -127,7 +133,8 @@ def main() -> int:
         return vals, statistics.fmean(vals) if vals else float("nan"), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
     print(f"\nquality benchmark on {run.path} ({cfg['model']}), dev {key}, seeds {seeds}, "
-          f"auto lr {auto_lr:g}, distillation alpha {alpha:g} T {temp:g}, depth epochs {plan.depth_epochs} "
+          f"auto lr {auto_lr:g}, distillation alpha {alpha:g} T {temp:g}, pruned depths start from "
+          f"{'the full model' if plan.student_init == 'teacher' else 'the pre-trained model'}, depth epochs {plan.depth_epochs} "
           f"({time.perf_counter() - t0:.0f} s)")
     print(f"{'configuration':50s} {'per seed':28s} {'mean':>7s} {'std':>7s}")
     means = {}

@@ -13,7 +13,7 @@ from glp_bench.core.errors import DeviceError
 from glp_bench.data.loaders import load_task_data
 from glp_bench.data.resolve import get_task
 from glp_bench.prune.distill import distill_loss
-from glp_bench.prune.models import load_classifier, load_tokenizer
+from glp_bench.prune.models import load_classifier, load_saved_classifier, load_tokenizer
 from glp_bench.prune.noise import assess, draw_scores
 from glp_bench.prune.precision import choose_precision
 from glp_bench.prune.search import greedy_search, merge_records
@@ -240,8 +240,11 @@ def test_presets_recipes_and_overrides():
 
     paper = make_plan("cola", "m", None, ["glp"], "paper")
     assert (paper.recipe, paper.sweep, paper.final.distill_alpha, paper.final.warmup_ratio) == ("paper", None, 0.0, 0.0)
-    fast = make_plan("cola", "m", None, ["glp"])
+    fast = make_plan("cola", "m", None, ["glp"], student_init="pretrained")
     assert fast.final.distill_alpha == 0.5 and fast.final.distill_temperature == 2.0 and fast.search.distill_alpha == 0
+    # students cut from the teacher (the default) are not distilled unless asked: it did not help them
+    assert make_plan("cola", "m", None, ["glp"]).final.distill_alpha == 0.0
+    assert make_plan("cola", "m", None, ["glp"], distill=True).final.distill_alpha == 0.5
     fixed = make_plan("cola", "m", None, ["glp"], lr=1e-4, warmup=0.2, distill=False)
     assert fixed.sweep is None and fixed.final.lr == 1e-4 and fixed.final.warmup_ratio == 0.2
     assert fixed.final.distill_alpha == 0.0
@@ -250,13 +253,15 @@ def test_presets_recipes_and_overrides():
 
 
 def test_depth_epochs_give_every_pruned_final_the_full_models_compute(tiny6, tmp_path):
-    """``scaled`` (the fast and smoke default): a final of d of 6 layers trains epochs * 6 / d epochs, so
-    depth 3 takes twice the full model's optimizer steps; ``same`` (the paper budget's): every depth alike."""
+    """``scaled`` (the default for students started from the pre-trained model): a final of d of 6 layers trains
+    epochs * 6 / d epochs, so depth 3 takes twice the full model's optimizer steps; ``same`` (the paper budget's,
+    and the default for students started from the teacher): every depth alike."""
     from glp_bench.core.errors import GlpError
     from glp_bench.core.rundir import RunDir
     from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
 
-    assert make_plan("cola", "m", None, ["glp"]).depth_epochs == "scaled"
+    assert make_plan("cola", "m", None, ["glp"]).depth_epochs == "same"
+    assert make_plan("cola", "m", None, ["glp"], student_init="pretrained").depth_epochs == "scaled"
     assert make_plan("cola", "m", None, ["glp"], "paper").depth_epochs == "same"
     assert depth_scaled_epochs(3.0, 6, 5) == 3.6 and depth_scaled_epochs(3.0, 6, 4) == 4.5
     with pytest.raises(GlpError, match="unknown --depth-epochs 'double'; choose from scaled, same"):
@@ -265,13 +270,42 @@ def test_depth_epochs_give_every_pruned_final_the_full_models_compute(tiny6, tmp
     steps = {}
     for rule in ("scaled", "same"):
         plan = make_plan("cola", str(tiny6), cola, ["glp"], "smoke", device="cpu", lr=1e-3, distill=False,
-                         depth_epochs=rule)
+                         depth_epochs=rule, student_init="pretrained")
         work = Pruner(plan, RunDir(tmp_path / rule)).work
         for removed in ([], [1, 3, 5]):
             rec = work.final(removed)
             steps[rule, len(removed)] = (rec["recipe"]["epochs"], rec["train"]["steps"])
     assert steps["scaled", 0] == steps["same", 0] == steps["same", 3] == (1.0, 2)  # 64 examples, batch 32
     assert steps["scaled", 3] == (2.0, 4)
+
+
+def test_a_pruned_student_starts_from_the_fine_tuned_teacher(tiny6, tmp_path):
+    """``--student-init teacher`` (the default): a pruned final starts as the run's fine-tuned full model with
+    the layers cut out (its kept layers and head, so its first outputs are the cut teacher's), not as the
+    pre-trained model with a fresh head; without the teacher loaded it is one clear error."""
+    from glp_bench.core.errors import GlpError
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import Pruner, make_plan
+
+    plan = make_plan("cola", str(tiny6), str(write_cola(tmp_path / "CoLA")), ["glp"], "smoke", device="cpu",
+                     lr=1e-3, distill=False)
+    assert (plan.student_init, make_plan("cola", "m", None, ["glp"], "paper").student_init) == ("teacher", "pretrained")
+    work = Pruner(plan, RunDir(tmp_path / "r")).work
+    with pytest.raises(GlpError, match="--student-init teacher.*not loaded.*--student-init pretrained"):
+        work.final([1, 3, 5])
+    assert work.final([], out_dir=tmp_path / "ref")["init"] == "pretrained"
+    teacher = load_saved_classifier(tmp_path / "ref")
+    work.init_state = teacher.state_dict()
+    student = work.student_without([1, 3, 5])
+    assert student.config.glp_kept_layers == [0, 2, 4]
+    held = work.held
+    cut = predict(drop_layers(teacher, [1, 3, 5]), held, work.tokenizer)
+    assert np.allclose(predict(student, held, work.tokenizer), cut, atol=1e-6)
+    assert not np.allclose(predict(work.model_without([1, 3, 5]), held, work.tokenizer), cut, atol=1e-3)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert not torch.equal(work.base.classifier.weight, teacher.classifier.weight)  # the base was not touched
+    rec = work.final([1, 3, 5])
+    assert rec["init"] == "teacher" and rec["recipe"]["epochs"] == 1.0  # depth_epochs "same" with a teacher start
 
 
 def test_the_sweep_never_touches_dev(tiny6, tmp_path):
@@ -310,7 +344,7 @@ def _m(run_dir):
 def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     cola = write_cola(tmp_path / "CoLA")
     run_dir = tmp_path / "run"
-    proc = run_cli(*_args(tiny6, cola, run_dir, "--final-seeds", "2", "--search-seeds", "2", "--rescore-close", "2"))
+    proc = run_cli(*_args(tiny6, cola, run_dir, "--distill", "--final-seeds", "2", "--search-seeds", "2", "--rescore-close", "2"))
     assert proc.returncode == 0, proc.stderr
     m = _m(run_dir)
     assert m["recipe"]["chosen"]["lr"] in m["recipe"]["lrs"] and len(m["recipe"]["points"]) == 4
@@ -318,8 +352,9 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     lr = m["recipe"]["chosen"]["lr"]
     ref, pruned = m["models"]["depth-06"], m["models"]["depth-05"]
     assert ref["distill"] is None and pruned["distill"] == {"alpha": 0.5, "temperature": 2.0}
+    assert (ref["init"], pruned["init"], m["config"]["student_init"]) == ("pretrained", "teacher", "teacher")
     assert ref["recipe"]["lr"] == pruned["recipe"]["lr"] == lr
-    assert (ref["recipe"]["epochs"], pruned["recipe"]["epochs"]) == (1.0, 1.2)  # --depth-epochs scaled: 6/5
+    assert (ref["recipe"]["epochs"], pruned["recipe"]["epochs"]) == (1.0, 1.0)  # from the teacher: --depth-epochs same
     assert set(pruned["seeds"]) == {"42", "43"} and pruned["dev_scores"] == pruned["seeds"]["42"]["dev_scores"]
     teacher = np.load(run_dir / m["teacher"]["path"])
     assert teacher.shape == (96, 2) and m["teacher"]["model"] == "depth-06"
@@ -336,22 +371,24 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     assert "### Training: distillation and seeds" in md.stdout and "### GLP steps" in md.stdout
     row5 = next(line for line in md.stdout.splitlines() if line.startswith("| 5 | depth-05"))
     mean = np.mean([v["dev_scores"]["matthews_correlation"] for v in pruned["seeds"].values()]) * 100
-    assert "alpha 0.5, T 2" in row5 and "| 1.2 |" in row5 and f"| {mean:.2f} |" in row5 and row5.rstrip().endswith("| 42 |")
+    assert "| full model | alpha 0.5, T 2" in row5 and "| 1 |" in row5 and f"| {mean:.2f} |" in row5 and row5.rstrip().endswith("| 42 |")
     js = json.loads(run_cli("report", "--run", str(run_dir), "--format", "json").stdout)
     assert [s["step"] for s in js["sections"][0]["glp_steps"]] == [1, 2]
     # --final-seeds changed on an existing run: refused, nothing lost
     before = (run_dir / "manifest.json").read_text()
-    assert_clean_error(run_cli(*_args(tiny6, cola, run_dir, "--final-seeds", "3", "--search-seeds", "2",
+    assert_clean_error(run_cli(*_args(tiny6, cola, run_dir, "--distill", "--final-seeds", "3", "--search-seeds", "2",
                                       "--rescore-close", "2")), "final_seeds")
+    assert_clean_error(run_cli(*_args(tiny6, cola, run_dir, "--distill", "--final-seeds", "2", "--search-seeds", "2",
+                                      "--rescore-close", "2", "--student-init", "pretrained")), "student_init")
     assert (run_dir / "manifest.json").read_text() == before
 
 
 def test_resume_mid_sweep_and_mid_distillation_equals_an_uninterrupted_run(tiny6, tmp_path):
     cola = write_cola(tmp_path / "CoLA")
     full = tmp_path / "full"
-    assert run_cli(*_args(tiny6, cola, full, "--strategy", "top")).returncode == 0
+    assert run_cli(*_args(tiny6, cola, full, "--strategy", "top", "--distill")).returncode == 0
     part = tmp_path / "part"
-    assert run_cli(*_args(tiny6, cola, part, "--strategy", "top")).returncode == 0
+    assert run_cli(*_args(tiny6, cola, part, "--strategy", "top", "--distill")).returncode == 0
     m = _m(part)
     # cut the run back to: two sweep points done, no finals, no teacher (as if killed in the sweep)
     for lr in list(m["recipe"]["points"])[2:]:
@@ -360,13 +397,13 @@ def test_resume_mid_sweep_and_mid_distillation_equals_an_uninterrupted_run(tiny6
     for rec in m["models"].values():
         rec["dev_scores"] = None
     (part / "manifest.json").write_text(json.dumps(m))
-    assert run_cli(*_args(tiny6, cola, part, "--strategy", "top")).returncode == 0
+    assert run_cli(*_args(tiny6, cola, part, "--strategy", "top", "--distill")).returncode == 0
     # ... and as if killed after the reference and one distilled model (the other is still to do)
     m = _m(part)
     m["models"]["depth-04"]["dev_scores"] = None
     del m["models"]["depth-04"]["seeds"]
     (part / "manifest.json").write_text(json.dumps(m))
-    assert run_cli(*_args(tiny6, cola, part, "--strategy", "top")).returncode == 0
+    assert run_cli(*_args(tiny6, cola, part, "--strategy", "top", "--distill")).returncode == 0
     a, b = _m(full), _m(part)
     def numbers(points):
         return {k: (v["score"], v["loss"]) for k, v in points.items()}
@@ -390,8 +427,8 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
     del old["config"]["search"]["distill_alpha"]
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     run = RunDir(tmp_path).load()
-    assert run.data["version"] == 3 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
-    assert run.config["depth_epochs"] == "same"
+    assert run.data["version"] == 4 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
+    assert run.config["depth_epochs"] == "same" and run.config["student_init"] == "pretrained"
     assert run.config["final"]["distill_alpha"] == 0.0 and run.models["depth-06"]["distill"] is None
     assert run.models["depth-06"]["seed"] == 42
 
@@ -399,12 +436,15 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
 def test_distillation_without_the_full_depth_model_is_one_clear_error(tmp_path):
     from glp_bench.core.errors import GlpError
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import ensure_teacher
+    from glp_bench.prune.stage import ensure_teacher, teacher_state
 
     run = RunDir(tmp_path).create({"task": "cola"})
     run.models["depth-06"] = {"depth": 6, "kept_layers": list(range(6)), "dev_scores": None}
     with pytest.raises(GlpError, match="needs the run's full-depth model depth-06, which is missing or failed"):
         ensure_teacher(run, None, "depth-06")
+    with pytest.raises(GlpError, match="--student-init teacher needs the run's full-depth model depth-06.*"
+                                       "or use --student-init pretrained"):
+        teacher_state(run, "depth-06")
 
 
 @pytest.mark.parametrize("extra,fragment", [
@@ -420,6 +460,7 @@ def test_distillation_without_the_full_depth_model_is_one_clear_error(tmp_path):
     (["--precision", "fp16"], "--precision fp16 needs a CUDA GPU"),
     (["--precision", "int4"], "invalid choice: 'int4'"),
     (["--depth-epochs", "double"], "invalid choice: 'double'"),
+    (["--student-init", "scratch"], "invalid choice: 'scratch'"),
 ])
 def test_bad_quality_options_are_refused_before_work(tiny6, tmp_path, extra, fragment):
     run_dir = tmp_path / "r"

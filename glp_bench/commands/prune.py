@@ -36,9 +36,10 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    "e.g. glp,top compares them on a shared full-depth reference")
     p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
                    help="paper: the paper's protocol (3 epochs per candidate on the full 85%% split, 3 epochs per "
-                   "final model on all of train, lr 2e-5, no warm-up, no distillation); fast (default): 3 epochs on "
-                   "at most 2000 examples per candidate, 3 final epochs for the full depth (scaled for pruned depths, "
-                   "--depth-epochs), with --recipe auto and distillation; smoke: tiny, for tests")
+                   "final model on all of train from the pre-trained model, lr 2e-5, no warm-up, no distillation); fast "
+                   "(default): 3 epochs on at most 2000 examples per candidate, 3 epochs per final model, the pruned "
+                   "ones started from the run's fine-tuned full model (--student-init), with --recipe auto; smoke: "
+                   "tiny, for tests")
     g = p.add_argument_group("recipe and distillation (chosen on the train split, never on dev)")
     g.add_argument("--recipe", default=None, choices=["auto", "paper"],
                    help="auto (default; paper for --budget paper): sweep lr 2e-5, 5e-5, 1e-4, 2e-4 with a 10%% "
@@ -47,17 +48,22 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=warmup_float, default=None,
                    help="warm-up share of the steps of every fine-tune (default 0.1 with --recipe auto, else 0)")
     g.add_argument("--no-distill", dest="distill", action="store_false", default=None,
-                   help="fine-tune the pruned depths on the labels alone (default: distilled from the run's "
-                   "fine-tuned full-depth model, except with --budget paper)")
-    g.add_argument("--distill", dest="distill", action="store_true", help="distill even with --budget paper")
+                   help="fine-tune the pruned depths on the labels alone (the default with --student-init teacher "
+                   "and with --budget paper; --student-init pretrained distills by default)")
+    g.add_argument("--distill", dest="distill", action="store_true",
+                   help="distill the pruned depths from the run's fine-tuned full-depth model (soft targets)")
     g.add_argument("--distill-alpha", type=unit_float, default=None,
                    help="weight of the teacher's soft targets in (0, 1] (default 0.5)")
     g.add_argument("--distill-temperature", type=positive_float, default=None,
                    help="softmax temperature of distillation (default 2)")
+    g.add_argument("--student-init", default=None, choices=["teacher", "pretrained"],
+                   help="where a pruned final model starts: teacher (default; pretrained for --budget paper) = the "
+                   "run's fine-tuned full-depth model with the layers cut out, its head kept; pretrained = the "
+                   "pre-trained model with a fresh head (the paper)")
     g.add_argument("--depth-epochs", default=None, choices=["scaled", "same"],
-                   help="scaled (default; same for --budget paper): a final model of d of the L layers trains "
-                   "--epochs x L/d epochs, the full model's compute (depth 3 of 6: 6 epochs); same: every depth "
-                   "trains --epochs")
+                   help="same (default with --student-init teacher and --budget paper): every depth trains --epochs; "
+                   "scaled (default with --student-init pretrained): a final model of d of the L layers trains "
+                   "--epochs x L/d epochs, the full model's compute (depth 3 of 6: 6 epochs)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="training precision: auto (default) = bf16 autocast on CPUs with AVX-512 BF16 or AMX and "
                    "on bf16 GPUs, fp16 on older GPUs, else fp32; exported models are fp32 either way")
@@ -154,7 +160,7 @@ def prepare(args):
                      recipe=args.recipe, warmup=args.warmup, distill=args.distill, distill_alpha=args.distill_alpha,
                      distill_temperature=args.distill_temperature, precision=args.precision,
                      search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds,
-                     depth_epochs=args.depth_epochs)
+                     depth_epochs=args.depth_epochs, student_init=args.student_init)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
         from ..prune.precision import resolve_precision

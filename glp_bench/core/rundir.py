@@ -41,7 +41,7 @@ from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 
 FORMAT = "glp-bench-run"
-VERSION = 3
+VERSION = 4
 RUNS_ROOT = "runs"
 MANIFEST = "manifest.json"
 TEACHER_FILE = "teacher/train-logits.npy"
@@ -70,7 +70,8 @@ def migrate(data: dict) -> dict:
 
     1 -> 2: runs made before the recipe sweep, distillation and seeds: recipe ``paper`` (fixed learning rates),
     no distillation, one seed everywhere; the model records gain their seed. 2 -> 3: runs made before
-    ``--depth-epochs``: ``depth_epochs`` ``same`` (every depth trained the same epochs)."""
+    ``--depth-epochs``: ``depth_epochs`` ``same`` (every depth trained the same epochs). 3 -> 4: runs made before
+    ``--student-init``: ``student_init`` ``pretrained`` (every final started from the pre-trained model)."""
     if data.get("version", 1) < 2:
         cfg = data.setdefault("config", {})
         cfg.setdefault("recipe", "paper")
@@ -91,6 +92,9 @@ def migrate(data: dict) -> dict:
     if data["version"] < 3:  # 2 -> 3: every depth trained the same epochs (before --depth-epochs scaled)
         data.setdefault("config", {}).setdefault("depth_epochs", "same")
         data["version"] = 3
+    if data["version"] < 4:  # 3 -> 4: every final started from the pre-trained model (before --student-init)
+        data.setdefault("config", {}).setdefault("student_init", "pretrained")
+        data["version"] = 4
     return data
 
 

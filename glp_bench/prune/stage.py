@@ -5,24 +5,29 @@ Budget presets (``--budget``):
 * ``paper``: the paper's protocol: each candidate fine-tuned 3 epochs on the whole 85% split; each final
   model 3 epochs on the full train split; lr 2e-5, no warm-up (recipe ``paper``), no distillation.
 * ``fast`` (default): a cheaper search (3 epochs on at most ``FAST_SEARCH_SAMPLES`` examples of the 85%
-  split) with the paper's 3 final epochs on all of train; recipe ``auto`` and distillation. (With the fixed
+  split) with the paper's 3 final epochs on all of train; recipe ``auto``, pruned finals started from the
+  run's full-depth model (not distilled: ``--distill``). (With the fixed
   ``paper`` recipe the fast search keeps its old lr ``FAST_SEARCH_LR``: at 2e-5 every CoLA candidate of
   all-MiniLM-L6-v2 stayed in the majority class.)
 * ``smoke``: tiny, for tests and CI (64 examples, 1 epoch everywhere).
 
 The recipe (``--recipe auto``): ``run_sweep`` fine-tunes the full-depth model at ``SWEEP_LRS`` with an
 ``AUTO_WARMUP`` warm-up on the search budget and keeps the best held-out score (loss breaks ties) for every
-fine-tune. Distillation: the pruned finals learn from the run's fine-tuned full-depth model, whose train
-logits ``ensure_teacher`` stores once. Noise: every candidate's held-out predictions are stored
+fine-tune. Distillation (default with ``--student-init pretrained``, ``--distill``): the pruned finals learn
+from the run's fine-tuned full-depth model, whose train logits ``ensure_teacher`` stores once. Noise: every candidate's held-out predictions are stored
 (``RunDir.preds_path``) and ``step_assessor`` bootstraps each step (``glp_bench.prune.noise``). Seeds: ``--search-seeds``,
 ``--rescore-close`` (``RESCORE_SEEDS`` extra), ``--final-seeds`` (``run_finals``). Depth epochs
 (``--depth-epochs``, ``DEPTH_EPOCHS``): ``scaled`` (default but for the paper budget) trains a final of d of
 the model's L layers ``epochs * L / d`` epochs, the full model's compute; ``same`` trains every depth
 ``epochs`` (the paper).
 
+Student start (``--student-init``, ``STUDENT_INITS``): ``teacher`` (default but for the paper budget) starts
+every pruned final from the run's fine-tuned full-depth model with the layers cut out (``teacher_state``,
+``Workload.student_without``); ``pretrained`` from the pre-trained model, as the search does.
+
 Everything is seeded: every candidate and every final model starts from the same pre-trained weights and
-the same seeded classification head, and its fine-tune draws from ``seed`` alone, so a resumed run gives
-the same numbers as an uninterrupted one.
+the same seeded classification head (or from the saved full-depth final), and its fine-tune draws from
+``seed`` alone, so a resumed run gives the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ BUDGETS = {
 }
 # Keys of the run config that must match to resume a run (strategies may be added to a run).
 RESUME_KEYS = ("task", "model", "seed", "min_depth", "search", "final", "recipe", "sweep", "search_seeds",
-               "rescore_close", "final_seeds", "depth_epochs")
+               "rescore_close", "final_seeds", "depth_epochs", "student_init")
 RECIPES = ("auto", "paper")
 # The auto recipe's sweep (full-depth model, the search budget, scored on the 15% part): BERT's fine-tuning
 # grid 2e-5..5e-5 plus the higher rates that small and sentence-embedding encoders need, with a 10% warm-up.
@@ -64,6 +69,10 @@ RESCORE_SEEDS = 2  # extra seeds per candidate re-scored by --rescore-close
 # Epochs of a pruned final: "scaled" = epochs * L / d (the full model's compute for d of L layers; measured on
 # the 85/15 split of CoLA, 2 seeds, distilled: +1.3 / +0.3 / +2.5 points at depths 5 / 4 / 3), "same" = epochs.
 DEPTH_EPOCHS = ("scaled", "same")
+# Where a pruned final starts: "teacher" = the run's fine-tuned full-depth model with the layers cut out (its
+# fine-tuned head kept); "pretrained" = the pre-trained model with a fresh head (the paper). Measured on the 85/15
+# split of CoLA (see docs/results.md): from the teacher, 3 epochs at depth 3 beat 6 from the pre-trained model.
+STUDENT_INITS = ("teacher", "pretrained")
 
 
 @dataclass
@@ -88,6 +97,7 @@ class PrunePlan:
     rescore_close: int = 0  # re-score the K best candidates of a step decided within noise
     final_seeds: int = 1  # seeds per final model (the first seed's files are kept and exported)
     depth_epochs: str = "same"  # "scaled": a final of d of L layers trains epochs * L / d epochs
+    student_init: str = "pretrained"  # "teacher": pruned finals start from the run's fine-tuned full model
 
     def config(self, original_depth: int) -> dict:
         def train(cfg):
@@ -102,7 +112,7 @@ class PrunePlan:
             "max_length": self.final.max_length, "device": self.device,
             "recipe": self.recipe, "sweep": self.sweep, "precision": self.precision,
             "search_seeds": self.search_seeds, "rescore_close": self.rescore_close, "final_seeds": self.final_seeds,
-            "depth_epochs": self.depth_epochs,
+            "depth_epochs": self.depth_epochs, "student_init": self.student_init,
             **({"task_def": self.task_def} if self.task_def else {}),
         }
 
@@ -129,13 +139,15 @@ def depth_scaled_epochs(epochs: float, original_depth: int, depth: int) -> float
 def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_depth=None, device="cpu",
               search_epochs=None, search_samples=None, epochs=None, lr=None, search_lr=None, recipe=None,
               warmup=None, distill=None, distill_alpha=None, distill_temperature=None, precision="fp32",
-              search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None) -> PrunePlan:
+              search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None, student_init=None) -> PrunePlan:
     """The plan of a run: the budget preset, then the knobs that override it (``lr`` sets every fine-tune's
     learning rate, ``search_lr`` the candidates' alone and wins over ``lr``). ``recipe`` (default: auto, paper
     for the paper budget): ``auto`` sweeps ``SWEEP_LRS`` with a ``AUTO_WARMUP`` warm-up unless both learning
-    rates are given. ``distill`` (default: on, off for the paper budget) distills every pruned final model from
-    the run's full-depth model. ``depth_epochs`` (default: scaled, same for the paper budget): see
-    ``DEPTH_EPOCHS``."""
+    rates are given. ``distill`` (default: on for students started from the pre-trained model, except with the
+    paper budget; off for students started from the teacher) distills every pruned final model from the run's
+    full-depth model. ``student_init`` (default: teacher, pretrained for the paper budget): see
+    ``STUDENT_INITS``. ``depth_epochs`` (default: same; scaled for pretrained students, but for the paper budget):
+    see ``DEPTH_EPOCHS``."""
     if budget not in BUDGETS:
         raise GlpError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
     recipe = recipe or default_recipe(budget)
@@ -145,11 +157,14 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
         if value is not None and not (0 < value < math.inf) or (name == "--distill-alpha" and value is not None
                                                                   and value > 1):
             raise GlpError(f"{name} must be a number in {'(0, 1]' if 'alpha' in name else '(0, inf)'}, got {value}")
-    depth_epochs = depth_epochs or ("same" if budget == "paper" else "scaled")
+    student_init = student_init or ("pretrained" if budget == "paper" else "teacher")
+    if student_init not in STUDENT_INITS:
+        raise GlpError(f"unknown --student-init {student_init!r}; choose from {', '.join(STUDENT_INITS)}")
+    depth_epochs = depth_epochs or ("same" if budget == "paper" or student_init == "teacher" else "scaled")
     if depth_epochs not in DEPTH_EPOCHS:
         raise GlpError(f"unknown --depth-epochs {depth_epochs!r}; choose from {', '.join(DEPTH_EPOCHS)}")
-    if distill is None:
-        distill = budget != "paper"
+    if distill is None:  # on where it helped (pre-trained students); a student cut from the teacher gained nothing
+        distill = budget != "paper" and student_init == "pretrained"
     preset = BUDGETS[budget]
     search = TrainConfig(seed=seed, **preset["search"])
     final = TrainConfig(seed=seed, **preset["final"])
@@ -177,7 +192,8 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     search, final = replace(search, precision=precision), replace(final, precision=precision)
     return PrunePlan(task, model, data_dir, strategies, budget, search, final, seed, min_depth, device,
                      recipe=recipe, sweep=sweep, precision=precision, search_seeds=search_seeds,
-                     rescore_close=rescore_close, final_seeds=final_seeds, depth_epochs=depth_epochs)
+                     rescore_close=rescore_close, final_seeds=final_seeds, depth_epochs=depth_epochs,
+                     student_init=student_init)
 
 
 def with_recipe(plan: PrunePlan, lr: float) -> PrunePlan:
@@ -213,6 +229,8 @@ class Workload:
     device: str
     teacher: Any = None  # np.ndarray of the reference model's logits on ``train``, when distilling
     depth_epochs: str = "same"  # PrunePlan.depth_epochs
+    student_init: str = "pretrained"  # PrunePlan.student_init
+    init_state: Any = None  # the reference model's state dict, when pruned finals start from it
 
     def model_without(self, removed, seed: int | None = None):
         """A copy of the pre-trained model without ``removed``; a head re-initialised from ``seed`` when it is
@@ -224,6 +242,20 @@ class Workload:
         if seed is not None and seed != self.search_config.seed:
             reseed_head(model, seed)
         return model
+
+    def student_without(self, removed):
+        """The fine-tuned full-depth model (``init_state``) without ``removed``: where a pruned final starts
+        with ``student_init`` ``teacher``."""
+        import copy
+
+        from .surgery import drop_layers
+
+        if self.init_state is None:
+            raise GlpError("a pruned final starts from the run's full-depth model (--student-init teacher), which "
+                           "is not loaded; re-run the same command, or use --student-init pretrained")
+        teacher = copy.deepcopy(self.base)
+        teacher.load_state_dict(self.init_state)
+        return drop_layers(teacher, list(removed))
 
     def final_epochs(self, removed, epochs: float) -> float:
         """Epochs of the final model without ``removed``: ``epochs``, scaled to the full model's compute
@@ -271,9 +303,10 @@ class Workload:
 
     def final(self, removed: list[int], out_dir=None, progress=None, description: str = "  final",
               seed: int | None = None) -> dict:
-        """Fine-tune the pre-trained model without ``removed`` on the full train split (distilled from the
-        teacher's logits when ``final_config.distill_alpha > 0`` and layers are removed), score it on dev and,
-        with ``out_dir``, save it (weights, config, tokenizer); returns its manifest record minus the files."""
+        """Fine-tune the model without ``removed`` on the full train split, score it on dev and, with
+        ``out_dir``, save it (weights, config, tokenizer); returns its manifest record minus the files. A pruned
+        final starts from the fine-tuned full model with ``student_init`` ``teacher`` (else from the pre-trained
+        one) and is distilled from the teacher's logits when ``final_config.distill_alpha > 0``."""
         from ..data.resolve import get_task
         from ..data.tasks import flatten_scores
         from .train import evaluate, fine_tune
@@ -287,7 +320,9 @@ class Workload:
         elif self.teacher is None:
             raise GlpError("distillation needs the teacher's logits (the run's full-depth model) before the "
                            "pruned final fine-tunes; re-run the same command, or use --no-distill")
-        model = self.model_without(removed, cfg.seed)
+        from_teacher = bool(removed) and self.student_init == "teacher"
+        # From the teacher the head is fine-tuned already: extra seeds differ in data order and dropout only.
+        model = self.student_without(removed) if from_teacher else self.model_without(removed, cfg.seed)
         stats = fine_tune(model, self.train, self.tokenizer, cfg, self.device, progress, description=description,
                           teacher_logits=self.teacher if distill else None)
         scores = flatten_scores(task, evaluate(model, self.dev, self.tokenizer, task, self.device))
@@ -300,6 +335,7 @@ class Workload:
             "recipe": {"lr": cfg.lr, "warmup_ratio": cfg.warmup_ratio, "epochs": cfg.epochs,
                        "precision": cfg.precision},
             "distill": {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature} if distill else None,
+            "init": "teacher" if from_teacher else "pretrained",
             "train": {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()},
         }
 
@@ -336,7 +372,8 @@ class Pruner:
         self.task = get_task(plan.task_def or plan.task)
         data = load_task_data(self.task, plan.data_dir)
         tokenizer = load_tokenizer(plan.model)
-        # One pre-trained model with one seeded head: every candidate and final model is cut from it.
+        # One pre-trained model with one seeded head: every candidate and final model is cut from it (pruned
+        # finals with --student-init teacher: from it with the fine-tuned full model's weights loaded).
         base = load_classifier(plan.model, self.task, seed=plan.seed)
         self.layers = kept_layers(base.config)
         ml = plan.final.max_length
@@ -347,13 +384,13 @@ class Pruner:
         fit, held = search_split(data["train"], plan.seed)
         self.work = Workload(self.task, base, tokenizer, enc(fit), enc(held), enc(data["train"]),
                              {s: enc(data[s]) for s in self.task.dev_splits}, plan.search, plan.final, plan.device,
-                             depth_epochs=plan.depth_epochs)
+                             depth_epochs=plan.depth_epochs, student_init=plan.student_init)
 
     def use(self, plan: PrunePlan) -> None:
         """Switch to ``plan``'s training configs (after the recipe sweep, or with a resolved precision)."""
         self.plan = plan
         self.work.search_config, self.work.final_config, self.work.device = plan.search, plan.final, plan.device
-        self.work.depth_epochs = plan.depth_epochs
+        self.work.depth_epochs, self.work.student_init = plan.depth_epochs, plan.student_init
 
     def staging_dir(self, name: str):
         """An empty folder inside the run directory to write model ``name`` into before ``install``."""
@@ -507,14 +544,28 @@ def step_assessor(run: RunDir, task, held_labels, seed: int):
     return run_assess
 
 
+def _reference_record(run: RunDir, reference: str, what: str, fix: str) -> dict:
+    rec = run.models.get(reference) or {}
+    if rec.get("dev_scores") is None or not run.model_path(reference).is_dir():
+        raise GlpError(f"{what} needs the run's full-depth model {reference}, which is missing or failed in "
+                       f"{run.path}; re-run the same command to re-create it, or use {fix}")
+    return rec
+
+
+def teacher_state(run: RunDir, reference: str) -> dict:
+    """The saved full-depth model's weights (CPU tensors), where pruned finals start with ``--student-init
+    teacher``."""
+    from .models import load_saved_classifier
+
+    _reference_record(run, reference, "--student-init teacher", "--student-init pretrained")
+    return load_saved_classifier(run.model_path(reference)).state_dict()
+
+
 def ensure_teacher(run: RunDir, work: Workload, reference: str) -> np.ndarray:
     """The reference model's logits on the train split, computed once and stored in the run directory
     (``teacher/train-logits.npy``, recorded with its sha256 in ``manifest["teacher"]``); re-used when the
     recorded file is intact, re-computed when it is missing or edited."""
-    rec = run.models.get(reference) or {}
-    if rec.get("dev_scores") is None or not run.model_path(reference).is_dir():
-        raise GlpError(f"distillation needs the run's full-depth model {reference}, which is missing or failed in "
-                       f"{run.path}; re-run the same command to re-create it, or use --no-distill")
+    rec = _reference_record(run, reference, "distillation", "--no-distill")
     path = run.teacher_path
     known = run.data.get("teacher")
     if known and known.get("model_sha256") == rec.get("files", {}).get("model.safetensors", {}).get("sha256") \
@@ -530,8 +581,8 @@ def ensure_teacher(run: RunDir, work: Workload, reference: str) -> np.ndarray:
 
 def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: PrunePlan, on_update) -> None:
     """Fine-tune every depth of every strategy on the full train split with each final seed, score on dev.
-    The full-depth reference (first seed) comes first: with distillation, the pruned models learn from it
-    (``ensure_teacher``). The first seed's model is saved (and later exported); extra seeds only score, into
+    The full-depth reference (first seed) comes first: the pruned models start from it (``teacher_state``,
+    ``--student-init teacher``) and learn from its logits (``ensure_teacher``, distillation). The first seed's model is saved (and later exported); extra seeds only score, into
     ``models[name]["seeds"]``. Resumable per (model, seed)."""
     run, layers = pruner.run, pruner.layers
     jobs = final_jobs(run, layers, orders)
@@ -553,16 +604,22 @@ def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: Pru
             rec = run.models[name]
             if staged is not None:
                 rec.update(pruner.install(name, record, staged))
-            rec.setdefault("seeds", {})[str(seed)] = {k: record[k] for k in ("dev_scores", "distill", "train")}
+            rec.setdefault("seeds", {})[str(seed)] = {k: record.get(k) for k in ("dev_scores", "distill", "init", "train")}
             on_update()
 
     reference = next((name for name, kept in distinct if len(kept) == len(layers)), None)
     if reference is not None and pending(reference, seeds[0]):
         collect([job(reference, layers, seeds[0])])
-    if plan.final.distill_alpha > 0 and any(len(k) < len(layers) for _, k in distinct):
-        if reference is None:
-            raise GlpError("distillation needs the run's full-depth model; use --no-distill")
+    pruned = any(len(k) < len(layers) for _, k in distinct)
+    distill, from_teacher = pruned and plan.final.distill_alpha > 0, pruned and plan.student_init == "teacher"
+    if (distill or from_teacher) and reference is None:
+        raise GlpError("distillation and --student-init teacher need the run's full-depth model; use --no-distill "
+                       "--student-init pretrained")
+    if distill:
         pruner.work.teacher = ensure_teacher(run, pruner.work, reference)
+    if from_teacher:
+        pruner.work.init_state = teacher_state(run, reference)
+    if distill or from_teacher:
         executor.load(pruner)
     collect([job(name, kept, seed) for name, kept in distinct for seed in seeds if pending(name, seed)])
 

@@ -1,4 +1,4 @@
-"""What stands behind the scores of a run: distillation and seeds per final model, noise per GLP step.
+"""What stands behind the scores of a run: start, distillation and seeds per final model, noise per GLP step.
 
 Pure functions of a run's manifest (``glp_bench.core.rundir.RunDir``); rendered by ``glp_bench.report.render``
 as two tables ("training" and "GLP steps") when they say something a plain run would not (a distilled
@@ -20,7 +20,8 @@ def seed_scores(rec: dict, key: str) -> list[float]:
 
 
 def training_rows(models: dict, key: str) -> list[dict]:
-    """One row per finished model, deepest first: distillation, seeds, mean and std over seeds (points),
+    """One row per finished model, deepest first: where its fine-tune started (``init``: the run's fine-tuned
+    full model or the pre-trained one; older runs: pre-trained), distillation, seeds, mean and std over seeds (points),
     and the seed whose files are exported (the first, a fixed rule that does not look at dev)."""
     rows = []
     for name, rec in sorted(models.items(), key=lambda kv: (-kv[1]["depth"], kv[0])):
@@ -30,7 +31,8 @@ def training_rows(models: dict, key: str) -> list[dict]:
         d = rec.get("distill")
         rows.append({
             "name": name, "depth": rec["depth"], "strategies": list(rec.get("strategies") or []),
-            "kept_layers": rec.get("kept_layers"), "distill": d, "seeds": len(vals),
+            "kept_layers": rec.get("kept_layers"), "init": rec.get("init") or "pretrained", "distill": d,
+            "seeds": len(vals),
             "mean": statistics.fmean(vals) * 100, "std": statistics.stdev(vals) * 100 if len(vals) > 1 else None,
             "exported_seed": rec.get("seed"), "lr": (rec.get("recipe") or {}).get("lr"),
             "epochs": (rec.get("recipe") or {}).get("epochs"),
@@ -62,14 +64,15 @@ def step_rows(strategies: dict) -> list[dict]:
 
 
 def informative(training: list[dict], steps: list[dict]) -> bool:
-    return any(r["distill"] or r["seeds"] > 1 for r in training) or any(s["within_noise"] is not None for s in steps)
+    return any(r["distill"] or r["seeds"] > 1 or r["init"] != "pretrained" for r in training) or any(s["within_noise"] is not None for s in steps)
 
 
 def training_cells(training: list[dict]) -> tuple[list[str], list[str], list[list[str]]]:
-    headers = ["depth", "model", "strategies", "distilled", "lr", "epochs", "seeds", "dev mean", "± std",
-               "exported seed"]
-    just = ["right", "left", "left", "left", "right", "right", "right", "right", "right", "right"]
+    headers = ["depth", "model", "strategies", "starts from", "distilled", "lr", "epochs", "seeds", "dev mean",
+               "± std", "exported seed"]
+    just = ["right", "left", "left", "left", "left", "right", "right", "right", "right", "right", "right"]
     cells = [[str(r["depth"]), r["name"], "+".join(r["strategies"]) or "-",
+              "full model" if r["init"] == "teacher" else "pre-trained",
               f"alpha {r['distill']['alpha']:g}, T {r['distill']['temperature']:g}" if r["distill"] else "no",
               f"{r['lr']:g}" if r["lr"] else "-", f"{r['epochs']:g}" if r.get("epochs") else "-", str(r["seeds"]),
               f"{r['mean']:.2f}",
