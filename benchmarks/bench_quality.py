@@ -28,7 +28,7 @@ from dataclasses import replace
 from main_run import DEFAULT, ensure_main_run
 
 FORMAT, VERSION = "glp-bench-bench-quality", 1
-DEPTHS = (5, 4, 3)
+DEPTHS = (3, 4, 5)  # the shallowest first: an interrupted run has the rows the targets need most
 
 
 def main() -> int:
@@ -71,6 +71,8 @@ def main() -> int:
     layers = pruner.layers
     if run.teacher_path.is_file():
         work.teacher = np.load(run.teacher_path)
+    else:  # a run that did not distill: the same soft targets, in memory (the run directory is not changed)
+        work.teacher = work.teacher_logits(run.model_path(glp[str(cfg["original_depth"])]))
     if plan.student_init == "teacher":
         from glp_bench.prune.stage import teacher_state
 
@@ -87,8 +89,7 @@ def main() -> int:
     results = doc["results"]
     seeds = [cfg["seed"] + i for i in range(args.seeds)]
 
-    configs = [("full depth, paper recipe", cfg["original_depth"], [], paper),
-               ("full depth, auto recipe", cfg["original_depth"], [], replace(auto, distill_alpha=0.0))]
+    configs = [("full depth, auto recipe", cfg["original_depth"], [], replace(auto, distill_alpha=0.0))]
     for d in DEPTHS:
         name = glp.get(str(d))
         if name is None:
@@ -98,6 +99,7 @@ def main() -> int:
         configs.append((f"depth {d} GLP {kept}, distilled", d, removed,
                         replace(auto, distill_alpha=alpha, distill_temperature=temp)))
         configs.append((f"depth {d} GLP {kept}, not distilled", d, removed, replace(auto, distill_alpha=0.0)))
+    configs.append(("full depth, paper recipe", cfg["original_depth"], [], paper))  # last: the old baseline
 
     def from_run(label, depth, seed):
         """The run's own model is the first seed of its configuration (auto recipe; distilled per the run)."""

@@ -368,7 +368,7 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     # the report shows distillation, seeds (mean and std) and each step's bootstrap verdict
     md = run_cli("report", "--run", str(run_dir), "--format", "markdown")
     assert md.returncode == 0, md.stderr
-    assert "### Training: distillation and seeds" in md.stdout and "### GLP steps" in md.stdout
+    assert "### Training: start, distillation and seeds" in md.stdout and "### GLP steps" in md.stdout
     row5 = next(line for line in md.stdout.splitlines() if line.startswith("| 5 | depth-05"))
     mean = np.mean([v["dev_scores"]["matthews_correlation"] for v in pruned["seeds"].values()]) * 100
     assert "| full model | alpha 0.5, T 2" in row5 and "| 1 |" in row5 and f"| {mean:.2f} |" in row5 and row5.rstrip().endswith("| 42 |")

@@ -737,5 +737,7 @@ def _recipe_text(plan, run) -> str:
     else:
         text = f"recipe {plan.recipe} (lr {plan.search.lr:g} / {plan.final.lr:g}, warm-up {plan.final.warmup_ratio:g})"
     d = plan.final
-    return text + (f"; distillation alpha {d.distill_alpha:g}, T {d.distill_temperature:g}" if d.distill_alpha > 0
-                   else "; no distillation")
+    start = ("; pruned finals start from the fine-tuned full-depth model" if plan.student_init == "teacher"
+             else "; pruned finals start from the pre-trained model")
+    return text + start + (f"; distillation alpha {d.distill_alpha:g}, T {d.distill_temperature:g}"
+                           if d.distill_alpha > 0 else "; no distillation")

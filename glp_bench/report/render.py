@@ -219,7 +219,7 @@ def to_markdown(report: Report) -> str:
         if strat:
             out += ["### Strategies side by side (PyTorch dev scores)", "", _md_table(*strat), ""]
         if section.training:
-            out += ["### Training: distillation and seeds (PyTorch dev scores, points)", "",
+            out += ["### Training: start, distillation and seeds (PyTorch dev scores, points)", "",
                     _md_table(*training_cells(section.training)), ""]
         if section.steps:
             out += ["### GLP steps (held-out 15% of train, paired bootstrap)", "", _md_table(*step_cells(section.steps)), ""]
