@@ -60,7 +60,7 @@ def main() -> int:
     lr = ((run.data.get("recipe") or {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
-                     depth_epochs="same")
+                     depth_epochs="same", pooling=cfg.get("pooling", "cls"))
     precision = resolve_precision(plan.precision, "cpu")
     work = Pruner(plan, run).work
     base = replace(work.final_config, lr=lr, warmup_ratio=cfg["final"]["warmup_ratio"], precision=precision,

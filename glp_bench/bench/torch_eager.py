@@ -29,7 +29,9 @@ def torch_runner(cfg, current_rss_mb):
     device = torch.device(f"cuda:{cfg.device_id}" if cfg.on_gpu else "cpu")
     rss0 = current_rss_mb()
     t0 = time.perf_counter()
-    model = AutoModelForSequenceClassification.from_pretrained(cfg.model, dtype=torch.float32)
+    from ..prune.pooling import apply_saved_pooling
+
+    model = apply_saved_pooling(AutoModelForSequenceClassification.from_pretrained(cfg.model, dtype=torch.float32))
     model.eval().to(device)
     init_s = time.perf_counter() - t0
 

@@ -40,6 +40,9 @@ def add_parser(sub):
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="training precision: auto (default) = bf16 autocast on CPUs with AVX-512 BF16 or AMX and on "
                    "bf16 GPUs, fp16 on older GPUs, else fp32; the saved model is fp32 either way")
+    p.add_argument("--pooling", default=None, choices=["auto", "cls", "mean"],
+                   help="what the classifier reads (glp-bench prune's --pooling): default = what a model saved by "
+                   "glp-bench records, else cls (the paper's); auto = the pooling the encoder was pre-trained with")
     return p
 
 
@@ -56,6 +59,7 @@ def run(args) -> int:
     from ..data.resolve import task_from_args
     from ..prune.finetune import finetune_model
     from ..prune.models import model_slug, resolve_model
+    from ..prune.pooling import resolve_pooling
     from ..prune.precision import resolve_precision
     from ..prune.train import TrainConfig, resolve_device
 
@@ -66,6 +70,7 @@ def run(args) -> int:
     model_id = resolve_model(args.model)
     data = load_task_data(task, args.data_dir)
     layers = parse_layers(args.drop_layers)
+    pooling = resolve_pooling(args.pooling, model_id) if args.pooling else None
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                       seed=args.seed, max_samples=args.max_samples, pad_to_max=args.pad_to_max,
                       warmup_ratio=args.warmup, precision=precision)
@@ -75,7 +80,8 @@ def run(args) -> int:
         raise GlpError(f"--out {out} already holds a result; add --force to replace it (the old one is moved "
                        "aside) or choose another --out")
     model_identity(model_id)  # a truncated or garbage safetensors file fails now
-    scores, stats = finetune_model(task, model_id, data, layers, cfg, device, out, console=Console(stderr=True))
+    scores, stats = finetune_model(task, model_id, data, layers, cfg, device, out, console=Console(stderr=True),
+                                   pooling=pooling)
     Console().print(
         f"{task.name} dev: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         + f"  ({stats['seconds']:.0f} s training, {stats['examples_per_s']:.0f} examples/s) -> {out}"

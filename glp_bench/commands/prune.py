@@ -60,6 +60,11 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="where a pruned final model starts: teacher (default; pretrained for --budget paper) = the "
                    "run's fine-tuned full-depth model with the layers cut out, its head kept; pretrained = the "
                    "pre-trained model with a fresh head (the paper)")
+    g.add_argument("--pooling", default=None, choices=["auto", "cls", "mean"],
+                   help="what the classifier reads: auto (default; cls for --budget paper) = the pooling the encoder "
+                   "was pre-trained with (mean for a sentence-transformers folder that mean-pools, like the default "
+                   "model; else cls); cls = the first token (Hugging Face's heads); mean = the masked mean of the "
+                   "tokens, through the same head and into the ONNX graphs")
     g.add_argument("--depth-epochs", default=None, choices=["scaled", "same"],
                    help="same (default with --student-init teacher and --budget paper): every depth trains --epochs; "
                    "scaled (default with --student-init pretrained): a final model of d of the L layers trains "
@@ -160,7 +165,7 @@ def prepare(args):
                      recipe=args.recipe, warmup=args.warmup, distill=args.distill, distill_alpha=args.distill_alpha,
                      distill_temperature=args.distill_temperature, precision=args.precision,
                      search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds,
-                     depth_epochs=args.depth_epochs, student_init=args.student_init)
+                     depth_epochs=args.depth_epochs, student_init=args.student_init, pooling=args.pooling)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
         from ..prune.precision import resolve_precision

@@ -10,10 +10,10 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
       latency/<target>.json  raw latency samples + summaries (glp_bench.bench)
       report.md              score-vs-speedup table (glp_bench.report.stage)
 
-``manifest.json`` (format ``glp-bench-run``, version 3)::
+``manifest.json`` (format ``glp-bench-run``, version 5)::
 
     config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
-                 precision, search_seeds, rescore_close, final_seeds, ...
+                 precision, search_seeds, rescore_close, final_seeds, depth_epochs, student_init, pooling, ...
     recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "chosen"}
     teacher:     {"model": "depth-06", "path": "teacher/train-logits.npy", "sha256", ...}   # distillation
     strategies:  {name: {"order": [layer, ...],              # removal order, original numbering
@@ -25,6 +25,7 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
     models:      {"depth-05": {"depth": 5, "kept_layers": [...], "strategies": ["glp"],
                                "dev_scores": {metric: value}, "train": {...}, "path": "depth-05/model",
                                "seed": s, "recipe": {...}, "distill": {"alpha", "temperature"} | None,
+                               "init": "teacher" | "pretrained",
                                "seeds": {"<seed>": {"dev_scores": ..., "distill": ...}},
                                "files": {name: {"size": n, "sha256": h}},
                                "onnx": {variant: {...}}}}   # written by export
@@ -41,7 +42,7 @@ from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 
 FORMAT = "glp-bench-run"
-VERSION = 4
+VERSION = 5
 RUNS_ROOT = "runs"
 MANIFEST = "manifest.json"
 TEACHER_FILE = "teacher/train-logits.npy"
@@ -71,7 +72,8 @@ def migrate(data: dict) -> dict:
     1 -> 2: runs made before the recipe sweep, distillation and seeds: recipe ``paper`` (fixed learning rates),
     no distillation, one seed everywhere; the model records gain their seed. 2 -> 3: runs made before
     ``--depth-epochs``: ``depth_epochs`` ``same`` (every depth trained the same epochs). 3 -> 4: runs made before
-    ``--student-init``: ``student_init`` ``pretrained`` (every final started from the pre-trained model)."""
+    ``--student-init``: ``student_init`` ``pretrained`` (every final started from the pre-trained model). 4 -> 5: runs
+    made before ``--pooling``: ``pooling`` ``cls`` (every model read the first token)."""
     if data.get("version", 1) < 2:
         cfg = data.setdefault("config", {})
         cfg.setdefault("recipe", "paper")
@@ -95,6 +97,9 @@ def migrate(data: dict) -> dict:
     if data["version"] < 4:  # 3 -> 4: every final started from the pre-trained model (before --student-init)
         data.setdefault("config", {}).setdefault("student_init", "pretrained")
         data["version"] = 4
+    if data["version"] < 5:  # 4 -> 5: every model read the first token (before --pooling)
+        data.setdefault("config", {}).setdefault("pooling", "cls")
+        data["version"] = 5
     return data
 
 

@@ -2,8 +2,8 @@
 
 For each finished model of a run directory (``RunDir.finished_models``):
 
-1. ``optimum.exporters.onnx.main_export`` (task text-classification, dynamic batch and sequence
-   axes) writes ``depth-NN/onnx/model.onnx`` plus config and tokenizer (so the folder deploys alone);
+1. ``optimum.exporters.onnx.onnx_export_from_model`` (task text-classification, dynamic batch and sequence
+   axes; the model as glp-bench loads it, with its pooling) writes ``depth-NN/onnx/model.onnx`` plus config and tokenizer (so the folder deploys alone);
 2. the requested variants are built from it (``glp_bench.export.variants``);
 3. every file is run with ONNX Runtime on real dev batches (batch 1 at the shortest, median and longest
    length; a larger batch of mixed lengths, padded dynamically and to max_length) and compared with
@@ -104,10 +104,13 @@ def load_torch_model(model_dir: Path):
 
 
 def export_fp32(model_dir: Path, out_dir: Path, opset: int) -> None:
-    """optimum export of ``model_dir`` into ``out_dir`` (model.onnx, config, tokenizer), atomically."""
+    """optimum export of ``model_dir`` into ``out_dir`` (model.onnx, config, tokenizer), atomically. The model is
+    loaded by glp-bench (``load_saved_classifier``: its pooling, ``glp_bench.prune.pooling``, is traced into the
+    graph) and handed to ``onnx_export_from_model``, the call ``main_export`` makes after loading."""
     import logging
 
-    from optimum.exporters.onnx import main_export
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.utils.save_utils import maybe_load_preprocessors
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp, warnings.catch_warnings():
@@ -115,8 +118,9 @@ def export_fp32(model_dir: Path, out_dir: Path, opset: int) -> None:
         level = logging.getLogger("optimum").level
         logging.getLogger("optimum").setLevel(logging.ERROR)
         try:
-            main_export(str(model_dir), tmp, task="text-classification", opset=opset, library_name="transformers",
-                        do_validation=False)  # validated below on real inputs, failing loudly
+            onnx_export_from_model(load_torch_model(model_dir), tmp, opset=opset, task="text-classification",
+                                   preprocessors=maybe_load_preprocessors(str(model_dir)),
+                                   do_validation=False)  # validated below on real inputs, failing loudly
         finally:
             logging.getLogger("optimum").setLevel(level)
         files = sorted(Path(tmp).iterdir(), key=lambda p: p.name == "model.onnx")  # model.onnx last

@@ -12,9 +12,10 @@ from pathlib import Path
 
 
 def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, device: str, out: str | Path,
-                   console=None) -> tuple[dict, dict]:
+                   console=None, pooling: str | None = None) -> tuple[dict, dict]:
     """Fine-tune ``model_id`` without ``layers`` on ``data["train"]``, score it on the dev split(s) and save
-    model, tokenizer and ``scores.json`` (format ``glp-bench-finetune``) into ``out``; returns (scores, stats)."""
+    model, tokenizer and ``scores.json`` (format ``glp-bench-finetune``) into ``out``; returns (scores, stats).
+    ``pooling``: ``cls`` or ``mean`` (default: what the model's config records, else cls)."""
     from ..core.jsonio import atomic_write_json, stamp
     from ..core.progress import make_progress
     from ..core.rundir import now
@@ -24,14 +25,15 @@ def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, devi
     from .train import evaluate, fine_tune, tokenize
 
     out = Path(out)
-    model = load_classifier(model_id, task, seed=cfg.seed)
+    model = load_classifier(model_id, task, seed=cfg.seed, pooling=pooling)
     tokenizer = load_tokenizer(model_id)
     if layers:
         model = drop_layers(model, layers)
     enc = {name: tokenize(split, tokenizer, task, cfg.max_length) for name, split in data.items()}
     if console is not None:
         console.print(f"fine-tuning {model_id} on {task.name}: {len(enc['train'])} examples, "
-                      f"layers {kept_layers(model.config)}, device {device}, precision {cfg.precision}")
+                      f"layers {kept_layers(model.config)}, {model.config.glp_pooling} pooling, device {device}, "
+                      f"precision {cfg.precision}")
     with make_progress() as progress:
         stats = fine_tune(model, enc["train"], tokenizer, cfg, device, progress, description=f"{task.name}")
     scores = flatten_scores(task, evaluate(model, {s: enc[s] for s in task.dev_splits}, tokenizer, task, device))
@@ -42,6 +44,7 @@ def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, devi
     tokenizer.save_pretrained(staged / "model")
     atomic_write_json(staged / "scores.json", stamp("glp-bench-finetune", 1, {
         "task": task.name, "model": model_id, "kept_layers": kept_layers(model.config), "device": device,
+        "pooling": model.config.glp_pooling,
         "train_config": cfg.to_dict(), "train": stats, "dev_scores": scores,
     }))
     if out.exists() and any(out.iterdir()):  # --force: keep the old result beside, never delete it

@@ -97,10 +97,13 @@ def load_tokenizer(model: str):
         raise ModelError(f"cannot load a tokenizer for {model!r} ({first}); the folder needs tokenizer files") from None
 
 
-def load_classifier(model: str, task, seed: int | None = None):
+def load_classifier(model: str, task, seed: int | None = None, pooling: str | None = None):
     """``AutoModelForSequenceClassification`` for ``task`` (regression for STS-B). The classification
-    head of an encoder-only checkpoint is initialised from ``seed`` so runs are reproducible."""
+    head of an encoder-only checkpoint is initialised from ``seed`` so runs are reproducible. ``pooling``
+    (``cls`` or ``mean``, ``glp_bench.prune.pooling``; default: what the model's config records, else cls)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
+
+    from .pooling import apply_saved_pooling, set_pooling
 
     try:
         config = AutoConfig.from_pretrained(model)
@@ -116,24 +119,27 @@ def load_classifier(model: str, task, seed: int | None = None):
         kwargs["id2label"] = dict(enumerate(task.label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
     try:
-        return AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
+        loaded = AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+    return apply_saved_pooling(loaded) if pooling is None else set_pooling(loaded, pooling)
 
 
 def load_saved_classifier(model_dir):
-    """A fine-tuned model that glp-bench saved (a run's ``<name>/model``), in eval mode; a missing or corrupt
-    folder is a ``ModelError`` naming it."""
+    """A fine-tuned model that glp-bench saved (a run's ``<name>/model``), in eval mode, with the pooling its
+    config records; a missing or corrupt folder is a ``ModelError`` naming it."""
     from pathlib import Path
 
     from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
 
+    from .pooling import apply_saved_pooling
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is missing or has no config.json; re-run 'glp-bench prune' to re-create it")
     try:
-        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        return apply_saved_pooling(AutoModelForSequenceClassification.from_pretrained(model_dir).eval())
     except (OSError, ValueError, SafetensorError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load {model_dir} ({first}); the folder is corrupt: re-run 'glp-bench prune'") from None

@@ -59,7 +59,7 @@ BUDGETS = {
 }
 # Keys of the run config that must match to resume a run (strategies may be added to a run).
 RESUME_KEYS = ("task", "model", "seed", "min_depth", "search", "final", "recipe", "sweep", "search_seeds",
-               "rescore_close", "final_seeds", "depth_epochs", "student_init")
+               "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling")
 RECIPES = ("auto", "paper")
 # The auto recipe's sweep (full-depth model, the search budget, scored on the 15% part): BERT's fine-tuning
 # grid 2e-5..5e-5 plus the higher rates that small and sentence-embedding encoders need, with a 10% warm-up.
@@ -98,6 +98,7 @@ class PrunePlan:
     final_seeds: int = 1  # seeds per final model (the first seed's files are kept and exported)
     depth_epochs: str = "same"  # "scaled": a final of d of L layers trains epochs * L / d epochs
     student_init: str = "pretrained"  # "teacher": pruned finals start from the run's fine-tuned full model
+    pooling: str = "cls"  # resolved sentence pooling of the classifier (glp_bench.prune.pooling): cls or mean
 
     def config(self, original_depth: int) -> dict:
         def train(cfg):
@@ -112,7 +113,7 @@ class PrunePlan:
             "max_length": self.final.max_length, "device": self.device,
             "recipe": self.recipe, "sweep": self.sweep, "precision": self.precision,
             "search_seeds": self.search_seeds, "rescore_close": self.rescore_close, "final_seeds": self.final_seeds,
-            "depth_epochs": self.depth_epochs, "student_init": self.student_init,
+            "depth_epochs": self.depth_epochs, "student_init": self.student_init, "pooling": self.pooling,
             **({"task_def": self.task_def} if self.task_def else {}),
         }
 
@@ -139,7 +140,8 @@ def depth_scaled_epochs(epochs: float, original_depth: int, depth: int) -> float
 def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_depth=None, device="cpu",
               search_epochs=None, search_samples=None, epochs=None, lr=None, search_lr=None, recipe=None,
               warmup=None, distill=None, distill_alpha=None, distill_temperature=None, precision="fp32",
-              search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None, student_init=None) -> PrunePlan:
+              search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None, student_init=None,
+              pooling=None) -> PrunePlan:
     """The plan of a run: the budget preset, then the knobs that override it (``lr`` sets every fine-tune's
     learning rate, ``search_lr`` the candidates' alone and wins over ``lr``). ``recipe`` (default: auto, paper
     for the paper budget): ``auto`` sweeps ``SWEEP_LRS`` with a ``AUTO_WARMUP`` warm-up unless both learning
@@ -147,9 +149,13 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     paper budget; off for students started from the teacher) distills every pruned final model from the run's
     full-depth model. ``student_init`` (default: teacher, pretrained for the paper budget): see
     ``STUDENT_INITS``. ``depth_epochs`` (default: same; scaled for pretrained students, but for the paper budget):
-    see ``DEPTH_EPOCHS``."""
+    see ``DEPTH_EPOCHS``. ``pooling`` (default: auto, cls for the paper budget): ``glp_bench.prune.pooling``,
+    resolved here from the pre-trained model."""
+    from .pooling import check_pooling, resolve_pooling
+
     if budget not in BUDGETS:
         raise GlpError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    pooling = check_pooling(pooling or ("cls" if budget == "paper" else "auto"))
     recipe = recipe or default_recipe(budget)
     if recipe not in RECIPES:
         raise GlpError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
@@ -193,7 +199,7 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     return PrunePlan(task, model, data_dir, strategies, budget, search, final, seed, min_depth, device,
                      recipe=recipe, sweep=sweep, precision=precision, search_seeds=search_seeds,
                      rescore_close=rescore_close, final_seeds=final_seeds, depth_epochs=depth_epochs,
-                     student_init=student_init)
+                     student_init=student_init, pooling=resolve_pooling(pooling, model))
 
 
 def with_recipe(plan: PrunePlan, lr: float) -> PrunePlan:
@@ -374,7 +380,7 @@ class Pruner:
         tokenizer = load_tokenizer(plan.model)
         # One pre-trained model with one seeded head: every candidate and final model is cut from it (pruned
         # finals with --student-init teacher: from it with the fine-tuned full model's weights loaded).
-        base = load_classifier(plan.model, self.task, seed=plan.seed)
+        base = load_classifier(plan.model, self.task, seed=plan.seed, pooling=plan.pooling)
         self.layers = kept_layers(base.config)
         ml = plan.final.max_length
 
@@ -739,5 +745,6 @@ def _recipe_text(plan, run) -> str:
     d = plan.final
     start = ("; pruned finals start from the fine-tuned full-depth model" if plan.student_init == "teacher"
              else "; pruned finals start from the pre-trained model")
+    start += "; mean pooling" if plan.pooling == "mean" else ""
     return text + start + (f"; distillation alpha {d.distill_alpha:g}, T {d.distill_temperature:g}"
                            if d.distill_alpha > 0 else "; no distillation")

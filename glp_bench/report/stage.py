@@ -473,6 +473,9 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
             notes.extend(int8_notes(rd.models, {r.name for r in trows if r.variant == "int8"}))
             if any(r.reference_scores is None for r in trows):
                 notes.append("the full-depth model has no dev score: score changes are unknown")
+            if rd.config.get("pooling") == "mean":
+                notes.append("the classifiers read the mean of the tokens (--pooling mean), in PyTorch and in every "
+                             "exported graph")
             sections.append(Section(
                 run=str(rd.path), run_name=rd.path.name, task=trows[0].task, model_id=trows[0].model_id,
                 main_key=trows[0].main_key, target=target, target_info=info, rows=trows, strategies=strategies,
