@@ -114,7 +114,7 @@ def main() -> int:
 
     def from_run(label, depth, seed):
         """The run's own model is the first seed of its configuration (auto recipe; distilled per the run)."""
-        if seed != cfg["seed"] or "paper recipe" in label:
+        if seed != cfg["seed"] or "paper recipe" in label or "first-token" in label:
             return None
         rec = run.models[glp[str(depth)]]
         distilled = rec.get("distill") is not None

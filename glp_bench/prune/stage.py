@@ -25,6 +25,9 @@ Student start (``--student-init``, ``STUDENT_INITS``): ``teacher`` (default but 
 every pruned final from the run's fine-tuned full-depth model with the layers cut out (``teacher_state``,
 ``Workload.student_without``); ``pretrained`` from the pre-trained model, as the search does.
 
+Pooling (``--pooling``, ``glp_bench.prune.pooling``): resolved once in ``make_plan`` (``auto``: the pooling the
+encoder was pre-trained with) and given to the one pre-trained model every candidate and final is cut from.
+
 Everything is seeded: every candidate and every final model starts from the same pre-trained weights and
 the same seeded classification head (or from the saved full-depth final), and its fine-tune draws from
 ``seed`` alone, so a resumed run gives the same numbers as an uninterrupted one.
