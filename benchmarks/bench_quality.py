@@ -3,7 +3,8 @@
 On real CoLA with the default model, on the main job's own run directory (``glp-bench prune-and-export --task
 cola`` or ``glp-bench prune --task cola``; run first if the folder is missing), same machine, same run:
 
-* full-depth dev MCC with the paper's recipe (lr 2e-5, no warm-up) and with the run's ``auto`` recipe (and, for a
+* full-depth dev MCC with the paper's recipe (lr 2e-5, no warm-up, 3 epochs) and with the run's ``auto`` recipe
+  (the run's full-depth epochs, ``--reference-epochs``; and, for a
   run with ``--pooling mean``, the auto recipe reading the first token instead: what the pooling buys);
 * for depths 5, 4 and 3, the GLP model (the run's kept layers) with and without distillation from the run's
   full-depth model (started where the run's start, ``--student-init``, with the run's epochs per depth,
@@ -65,7 +66,8 @@ def main() -> int:
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
                      depth_epochs=cfg["depth_epochs"],  # pruned depths start and train as the run's
-                     student_init=cfg.get("student_init", "pretrained"), pooling=cfg.get("pooling", "cls"))
+                     student_init=cfg.get("student_init", "pretrained"), pooling=cfg.get("pooling", "cls"),
+                     epochs=cfg["final"]["epochs"], reference_epochs=cfg.get("reference_epochs"))
     from glp_bench.prune.precision import resolve_precision
 
     precision = resolve_precision(plan.precision, "cpu")
@@ -137,6 +139,7 @@ def main() -> int:
                 from glp_bench.prune.pooling import set_pooling
 
                 work.final_config = tcfg
+                work.reference_epochs = None if "paper recipe" in label else plan.reference_epochs  # paper: 3
                 set_pooling(work.base, "cls" if "first-token" in label else plan.pooling)
                 rec = work.final(removed, None, description=f"  {label} (seed {seed})", seed=seed)
                 score, source = rec["dev_scores"][key], f"trained in {rec['train']['seconds']:.0f} s"

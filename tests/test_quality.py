@@ -222,9 +222,10 @@ def test_sweep_picks_the_best_lr_from_fake_scores_and_records_every_point(tmp_pa
 
     run = RunDir(tmp_path / "r").create(plan.config(6))
     assert run_sweep(run, plan, scores, run.save) == 1e-4
-    assert seen == plan.sweep["lrs"]
+    assert seen == [5e-5, 1e-4, 2e-4]  # 2e-5 is not tried: 5e-5, the lowest tried, did not win
     rec = json.loads((tmp_path / "r" / "manifest.json").read_text())["recipe"]
-    assert set(rec["points"]) == {"2e-05", "5e-05", "0.0001", "0.0002"} and rec["chosen"]["lr"] == 1e-4
+    assert set(rec["points"]) == {"5e-05", "0.0001", "0.0002"} and rec["chosen"]["lr"] == 1e-4
+    assert rec["skipped"] == [2e-5] and rec["chosen"]["decided_by"] == "score"
     assert "preds" not in rec["points"]["0.0001"]
     tuned = with_recipe(plan, 1e-4)
     assert tuned.search.lr == tuned.final.lr == 1e-4 and tuned.final.warmup_ratio == 0.1
@@ -233,6 +234,34 @@ def test_sweep_picks_the_best_lr_from_fake_scores_and_records_every_point(tmp_pa
     run.data["recipe"]["chosen"] = None
     del run.data["recipe"]["points"]["0.0002"]
     assert run_sweep(run, plan, scores, run.save) == 1e-4 and seen == [2e-4]
+
+
+@pytest.mark.parametrize("fake, tried, best", [
+    ({2e-5: 0.2, 5e-5: 0.3, 1e-4: 0.1, 2e-4: 0.0}, [5e-5, 1e-4, 2e-4, 2e-5], 5e-5),  # lowest wins: go lower, stop
+    ({2e-5: 0.4, 5e-5: 0.3, 1e-4: 0.1, 2e-4: 0.0}, [5e-5, 1e-4, 2e-4, 2e-5], 2e-5),  # and the lower one wins
+    ({2e-5: 0.9, 5e-5: 0.0, 1e-4: 0.0, 2e-4: 0.0}, [5e-5, 1e-4, 2e-4], 2e-4),  # a full tie: the highest, no lower
+])
+def test_sweep_tries_a_lower_lr_only_while_the_lowest_tried_wins(tmp_path, fake, tried, best):
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import make_plan, run_sweep
+
+    plan = make_plan("cola", "m", None, ["glp"])
+    seen = []
+
+    def scores(jobs):
+        for lr, _ in jobs:
+            seen.append(lr)
+            yield lr, {"score": fake[lr], "loss": 0.5}
+
+    run = RunDir(tmp_path / "r").create(plan.config(6))
+    assert run_sweep(run, plan, scores, run.save) == best and seen == tried
+    assert run.data["recipe"]["skipped"] == sorted(set(fake) - set(tried))
+    # a killed run resumes the second wave without scoring the first again
+    if len(tried) == 4:
+        seen.clear()
+        run.data["recipe"]["chosen"] = None
+        del run.data["recipe"]["points"]["2e-05"]
+        assert run_sweep(run, plan, scores, run.save) == best and seen == [2e-5]
 
 
 def test_presets_recipes_and_overrides():
@@ -277,6 +306,27 @@ def test_depth_epochs_give_every_pruned_final_the_full_models_compute(tiny6, tmp
             steps[rule, len(removed)] = (rec["recipe"]["epochs"], rec["train"]["steps"])
     assert steps["scaled", 0] == steps["same", 0] == steps["same", 3] == (1.0, 2)  # 64 examples, batch 32
     assert steps["scaled", 3] == (2.0, 4)
+
+
+def test_reference_epochs_train_the_full_depth_model_alone_longer(tiny6, tmp_path):
+    """The fast budget trains the full-depth final 5 epochs and every pruned final 3 (chosen on the 85/15
+    split); ``--epochs`` alone sets every final again, ``--reference-epochs`` the full-depth one."""
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.stage import Pruner, make_plan
+
+    fast = make_plan("cola", "m", None, ["glp"])
+    assert (fast.final.epochs, fast.reference_epochs, fast.config(6)["reference_epochs"]) == (3.0, 5.0, 5.0)
+    assert make_plan("cola", "m", None, ["glp"], epochs=2).reference_epochs is None
+    assert make_plan("cola", "m", None, ["glp"], epochs=2, reference_epochs=4).reference_epochs == 4
+    assert make_plan("cola", "m", None, ["glp"], reference_epochs=3).reference_epochs is None  # = the finals'
+    assert make_plan("cola", "m", None, ["glp"], "paper").reference_epochs is None
+    assert make_plan("cola", "m", None, ["glp"], "smoke").reference_epochs is None
+    plan = make_plan("cola", str(tiny6), str(write_cola(tmp_path / "CoLA")), ["glp"], "smoke", device="cpu",
+                     lr=1e-3, distill=False, student_init="pretrained", depth_epochs="same", reference_epochs=2)
+    work = Pruner(plan, RunDir(tmp_path / "r")).work
+    full, pruned = work.final([]), work.final([1, 3, 5])
+    assert (full["recipe"]["epochs"], full["train"]["steps"]) == (2.0, 4)  # 64 examples, batch 32
+    assert (pruned["recipe"]["epochs"], pruned["train"]["steps"]) == (1.0, 2)
 
 
 def test_a_pruned_student_starts_from_the_fine_tuned_teacher(tiny6, tmp_path):
@@ -347,7 +397,9 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
     proc = run_cli(*_args(tiny6, cola, run_dir, "--distill", "--final-seeds", "2", "--search-seeds", "2", "--rescore-close", "2"))
     assert proc.returncode == 0, proc.stderr
     m = _m(run_dir)
-    assert m["recipe"]["chosen"]["lr"] in m["recipe"]["lrs"] and len(m["recipe"]["points"]) == 4
+    rec = m["recipe"]
+    assert rec["chosen"]["lr"] in rec["lrs"] and len(rec["points"]) + len(rec["skipped"]) == 4
+    assert {p["lr"] for p in rec["points"].values()} >= {5e-5, 1e-4, 2e-4}  # the first wave, always tried
     assert "recipe auto: lr" in proc.stderr and "distillation alpha 0.5" in " ".join(proc.stderr.split())
     lr = m["recipe"]["chosen"]["lr"]
     ref, pruned = m["models"]["depth-06"], m["models"]["depth-05"]
@@ -380,6 +432,8 @@ def test_auto_recipe_distillation_and_final_seeds_end_to_end(tiny6, tmp_path):
                                       "--rescore-close", "2")), "final_seeds")
     assert_clean_error(run_cli(*_args(tiny6, cola, run_dir, "--distill", "--final-seeds", "2", "--search-seeds", "2",
                                       "--rescore-close", "2", "--student-init", "pretrained")), "student_init")
+    assert_clean_error(run_cli(*_args(tiny6, cola, run_dir, "--distill", "--final-seeds", "2", "--search-seeds", "2",
+                                      "--rescore-close", "2", "--reference-epochs", "2")), "reference_epochs")
     assert (run_dir / "manifest.json").read_text() == before
 
 
@@ -427,9 +481,9 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
     del old["config"]["search"]["distill_alpha"]
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     run = RunDir(tmp_path).load()
-    assert run.data["version"] == 5 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
+    assert run.data["version"] == 6 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
     assert run.config["depth_epochs"] == "same" and run.config["student_init"] == "pretrained"
-    assert run.config["pooling"] == "cls"
+    assert run.config["pooling"] == "cls" and run.config["reference_epochs"] is None
     assert run.config["final"]["distill_alpha"] == 0.0 and run.models["depth-06"]["distill"] is None
     assert run.models["depth-06"]["seed"] == 42
 
@@ -462,6 +516,7 @@ def test_distillation_without_the_full_depth_model_is_one_clear_error(tmp_path):
     (["--precision", "int4"], "invalid choice: 'int4'"),
     (["--depth-epochs", "double"], "invalid choice: 'double'"),
     (["--student-init", "scratch"], "invalid choice: 'scratch'"),
+    (["--reference-epochs", "0"], "--reference-epochs: expected a number of epochs"),
 ])
 def test_bad_quality_options_are_refused_before_work(tiny6, tmp_path, extra, fragment):
     run_dir = tmp_path / "r"

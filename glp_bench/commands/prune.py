@@ -37,9 +37,9 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
                    help="paper: the paper's protocol (3 epochs per candidate on the full 85%% split, 3 epochs per "
                    "final model on all of train from the pre-trained model, lr 2e-5, no warm-up, no distillation); fast "
-                   "(default): 3 epochs on at most 2000 examples per candidate, 3 epochs per final model, the pruned "
-                   "ones started from the run's fine-tuned full model (--student-init), with --recipe auto; smoke: "
-                   "tiny, for tests")
+                   "(default): 3 epochs on at most 2000 examples per candidate, 3 epochs per final model (5 for the "
+                   "full-depth one), the pruned ones started from the run's fine-tuned full model (--student-init), "
+                   "with --recipe auto; smoke: tiny, for tests")
     g = p.add_argument_group("recipe and distillation (chosen on the train split, never on dev)")
     g.add_argument("--recipe", default=None, choices=["auto", "paper"],
                    help="auto (default; paper for --budget paper): sweep lr 2e-5, 5e-5, 1e-4, 2e-4 with a 10%% "
@@ -87,8 +87,11 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-samples", type=non_negative_int, default=None,
                    help="examples of the 85%% split per candidate, 0 = all (overrides --budget)")
     p.add_argument("--epochs", type=epochs_float, default=None,
-                   help="epochs of the full-depth final fine-tune, and of every depth with --depth-epochs same "
-                   "(overrides --budget)")
+                   help="epochs of every final fine-tune (x L/d with --depth-epochs scaled), the full-depth one "
+                   "included unless --reference-epochs is given (overrides --budget)")
+    p.add_argument("--reference-epochs", type=epochs_float, default=None,
+                   help="epochs of the full-depth final alone (default: 5 with --budget fast unless --epochs is "
+                   "given, chosen on the train split; else --epochs)")
     p.add_argument("--lr", type=lr_float, default=None,
                    help="learning rate of all fine-tunes (default: 2e-5, and 5e-5 for the fast search)")
     p.add_argument("--search-lr", type=lr_float, default=None,
@@ -165,7 +168,8 @@ def prepare(args):
                      recipe=args.recipe, warmup=args.warmup, distill=args.distill, distill_alpha=args.distill_alpha,
                      distill_temperature=args.distill_temperature, precision=args.precision,
                      search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds,
-                     depth_epochs=args.depth_epochs, student_init=args.student_init, pooling=args.pooling)
+                     depth_epochs=args.depth_epochs, student_init=args.student_init, pooling=args.pooling,
+                     reference_epochs=args.reference_epochs)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
         from ..prune.precision import resolve_precision

@@ -10,11 +10,12 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
       latency/<target>.json  raw latency samples + summaries (glp_bench.bench)
       report.md              score-vs-speedup table (glp_bench.report.stage)
 
-``manifest.json`` (format ``glp-bench-run``, version 5)::
+``manifest.json`` (format ``glp-bench-run``, version 6)::
 
     config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
-                 precision, search_seeds, rescore_close, final_seeds, depth_epochs, student_init, pooling, ...
-    recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "chosen"}
+                 precision, search_seeds, rescore_close, final_seeds, depth_epochs, student_init, pooling,
+                 reference_epochs, ...
+    recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "skipped", "chosen"}
     teacher:     {"model": "depth-06", "path": "teacher/train-logits.npy", "sha256", ...}   # distillation
     strategies:  {name: {"order": [layer, ...],              # removal order, original numbering
                          "steps": [{"removed": [...],        # layers removed before this step
@@ -42,7 +43,7 @@ from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 
 FORMAT = "glp-bench-run"
-VERSION = 5
+VERSION = 6
 RUNS_ROOT = "runs"
 MANIFEST = "manifest.json"
 TEACHER_FILE = "teacher/train-logits.npy"
@@ -73,7 +74,8 @@ def migrate(data: dict) -> dict:
     no distillation, one seed everywhere; the model records gain their seed. 2 -> 3: runs made before
     ``--depth-epochs``: ``depth_epochs`` ``same`` (every depth trained the same epochs). 3 -> 4: runs made before
     ``--student-init``: ``student_init`` ``pretrained`` (every final started from the pre-trained model). 4 -> 5: runs
-    made before ``--pooling``: ``pooling`` ``cls`` (every model read the first token)."""
+    made before ``--pooling``: ``pooling`` ``cls`` (every model read the first token). 5 -> 6: runs made before
+    ``--reference-epochs``: ``reference_epochs`` ``None`` (the full-depth model trained the finals' epochs)."""
     if data.get("version", 1) < 2:
         cfg = data.setdefault("config", {})
         cfg.setdefault("recipe", "paper")
@@ -100,6 +102,9 @@ def migrate(data: dict) -> dict:
     if data["version"] < 5:  # 4 -> 5: every model read the first token (before --pooling)
         data.setdefault("config", {}).setdefault("pooling", "cls")
         data["version"] = 5
+    if data["version"] < 6:  # 5 -> 6: the full-depth model trained the finals' epochs (before reference_epochs)
+        data.setdefault("config", {}).setdefault("reference_epochs", None)
+        data["version"] = 6
     return data
 
 

@@ -11,9 +11,9 @@ Budget presets (``--budget``):
   all-MiniLM-L6-v2 stayed in the majority class.)
 * ``smoke``: tiny, for tests and CI (64 examples, 1 epoch everywhere).
 
-The recipe (``--recipe auto``): ``run_sweep`` fine-tunes the full-depth model at ``SWEEP_LRS`` with an
-``AUTO_WARMUP`` warm-up on the search budget and keeps the best held-out score (loss breaks ties) for every
-fine-tune. Distillation (default with ``--student-init pretrained``, ``--distill``): the pruned finals learn
+The recipe (``--recipe auto``): ``run_sweep`` fine-tunes the full-depth model at ``SWEEP_LRS`` (from the top:
+a lower lr only while the lowest tried wins) with an ``AUTO_WARMUP`` warm-up on the search budget and keeps the
+best held-out score (loss breaks ties) for every fine-tune. Distillation (default with ``--student-init pretrained``, ``--distill``): the pruned finals learn
 from the run's fine-tuned full-depth model, whose train logits ``ensure_teacher`` stores once. Noise: every candidate's held-out predictions are stored
 (``RunDir.preds_path``) and ``step_assessor`` bootstraps each step (``glp_bench.prune.noise``). Seeds: ``--search-seeds``,
 ``--rescore-close`` (``RESCORE_SEEDS`` extra), ``--final-seeds`` (``run_finals``). Depth epochs
@@ -57,12 +57,12 @@ FAST_SEARCH_LR = 5e-5
 BUDGETS = {
     "paper": {"search": {"epochs": 3.0, "max_samples": None}, "final": {"epochs": 3.0, "max_samples": None}},
     "fast": {"search": {"epochs": 3.0, "max_samples": FAST_SEARCH_SAMPLES, "lr": FAST_SEARCH_LR},
-             "final": {"epochs": 3.0, "max_samples": None}},
+             "final": {"epochs": 3.0, "max_samples": None}, "reference_epochs": 5.0},
     "smoke": {"search": {"epochs": 1.0, "max_samples": 64}, "final": {"epochs": 1.0, "max_samples": 64}},
 }
 # Keys of the run config that must match to resume a run (strategies may be added to a run).
 RESUME_KEYS = ("task", "model", "seed", "min_depth", "search", "final", "recipe", "sweep", "search_seeds",
-               "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling")
+               "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling", "reference_epochs")
 RECIPES = ("auto", "paper")
 # The auto recipe's sweep (full-depth model, the search budget, scored on the 15% part): BERT's fine-tuning
 # grid 2e-5..5e-5 plus the higher rates that small and sentence-embedding encoders need, with a 10% warm-up.
@@ -102,6 +102,7 @@ class PrunePlan:
     depth_epochs: str = "same"  # "scaled": a final of d of L layers trains epochs * L / d epochs
     student_init: str = "pretrained"  # "teacher": pruned finals start from the run's fine-tuned full model
     pooling: str = "cls"  # resolved sentence pooling of the classifier (glp_bench.prune.pooling): cls or mean
+    reference_epochs: float | None = None  # epochs of the full-depth final (None: final.epochs, as every depth)
 
     def config(self, original_depth: int) -> dict:
         def train(cfg):
@@ -117,6 +118,7 @@ class PrunePlan:
             "recipe": self.recipe, "sweep": self.sweep, "precision": self.precision,
             "search_seeds": self.search_seeds, "rescore_close": self.rescore_close, "final_seeds": self.final_seeds,
             "depth_epochs": self.depth_epochs, "student_init": self.student_init, "pooling": self.pooling,
+            "reference_epochs": self.reference_epochs,
             **({"task_def": self.task_def} if self.task_def else {}),
         }
 
@@ -144,7 +146,7 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
               search_epochs=None, search_samples=None, epochs=None, lr=None, search_lr=None, recipe=None,
               warmup=None, distill=None, distill_alpha=None, distill_temperature=None, precision="fp32",
               search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None, student_init=None,
-              pooling=None) -> PrunePlan:
+              pooling=None, reference_epochs=None) -> PrunePlan:
     """The plan of a run: the budget preset, then the knobs that override it (``lr`` sets every fine-tune's
     learning rate, ``search_lr`` the candidates' alone and wins over ``lr``). ``recipe`` (default: auto, paper
     for the paper budget): ``auto`` sweeps ``SWEEP_LRS`` with a ``AUTO_WARMUP`` warm-up unless both learning
@@ -153,7 +155,8 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     full-depth model. ``student_init`` (default: teacher, pretrained for the paper budget): see
     ``STUDENT_INITS``. ``depth_epochs`` (default: same; scaled for pretrained students, but for the paper budget):
     see ``DEPTH_EPOCHS``. ``pooling`` (default: auto, cls for the paper budget): ``glp_bench.prune.pooling``,
-    resolved here from the pre-trained model."""
+    resolved here from the pre-trained model. ``reference_epochs`` (default: the budget's ``reference_epochs``
+    unless ``epochs`` is given, else the finals' epochs): epochs of the full-depth final alone."""
     from .pooling import check_pooling, resolve_pooling
 
     if budget not in BUDGETS:
@@ -183,6 +186,10 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
         search = replace(search, max_samples=search_samples or None)
     if epochs is not None:
         final = replace(final, epochs=epochs)
+    if reference_epochs is None and epochs is None:
+        reference_epochs = preset.get("reference_epochs")
+    if reference_epochs == final.epochs:
+        reference_epochs = None
     if lr is not None:
         search, final = replace(search, lr=lr), replace(final, lr=lr)
     if search_lr is not None:
@@ -202,7 +209,8 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     return PrunePlan(task, model, data_dir, strategies, budget, search, final, seed, min_depth, device,
                      recipe=recipe, sweep=sweep, precision=precision, search_seeds=search_seeds,
                      rescore_close=rescore_close, final_seeds=final_seeds, depth_epochs=depth_epochs,
-                     student_init=student_init, pooling=resolve_pooling(pooling, model))
+                     student_init=student_init, pooling=resolve_pooling(pooling, model),
+                     reference_epochs=reference_epochs)
 
 
 def with_recipe(plan: PrunePlan, lr: float) -> PrunePlan:
@@ -240,6 +248,7 @@ class Workload:
     depth_epochs: str = "same"  # PrunePlan.depth_epochs
     student_init: str = "pretrained"  # PrunePlan.student_init
     init_state: Any = None  # the reference model's state dict, when pruned finals start from it
+    reference_epochs: float | None = None  # PrunePlan.reference_epochs
 
     def model_without(self, removed, seed: int | None = None):
         """A copy of the pre-trained model without ``removed``; a head re-initialised from ``seed`` when it is
@@ -268,10 +277,12 @@ class Workload:
 
     def final_epochs(self, removed, epochs: float) -> float:
         """Epochs of the final model without ``removed``: ``epochs``, scaled to the full model's compute
-        with ``depth_epochs`` ``scaled``."""
+        with ``depth_epochs`` ``scaled``; the full-depth model's: ``reference_epochs`` when set."""
         from .surgery import kept_layers
 
-        if not removed or self.depth_epochs != "scaled":
+        if not removed:
+            return self.reference_epochs or epochs
+        if self.depth_epochs != "scaled":
             return epochs
         n = len(kept_layers(self.base.config))
         return depth_scaled_epochs(epochs, n, n - len(removed))
@@ -393,13 +404,15 @@ class Pruner:
         fit, held = search_split(data["train"], plan.seed)
         self.work = Workload(self.task, base, tokenizer, enc(fit), enc(held), enc(data["train"]),
                              {s: enc(data[s]) for s in self.task.dev_splits}, plan.search, plan.final, plan.device,
-                             depth_epochs=plan.depth_epochs, student_init=plan.student_init)
+                             depth_epochs=plan.depth_epochs, student_init=plan.student_init,
+                             reference_epochs=plan.reference_epochs)
 
     def use(self, plan: PrunePlan) -> None:
         """Switch to ``plan``'s training configs (after the recipe sweep, or with a resolved precision)."""
         self.plan = plan
         self.work.search_config, self.work.final_config, self.work.device = plan.search, plan.final, plan.device
         self.work.depth_epochs, self.work.student_init = plan.depth_epochs, plan.student_init
+        self.work.reference_epochs = plan.reference_epochs
 
     def staging_dir(self, name: str):
         """An empty folder inside the run directory to write model ``name`` into before ``install``."""
@@ -493,23 +506,41 @@ def lr_key(lr: float) -> str:
     return f"{lr:g}"
 
 
+def sweep_first_wave(lrs) -> list[float]:
+    """The sweep's first points: every lr but the lowest (``run_sweep`` tries a lower one only while the lowest
+    tried wins)."""
+    lrs = sorted(lrs)
+    return lrs[1:] if len(lrs) > 2 else lrs
+
+
 def run_sweep(run: RunDir, plan: PrunePlan, scores, on_update) -> float:
-    """The auto recipe: fine-tune the full-depth model at each sweep lr (the search budget, 85% split), score
+    """The auto recipe: fine-tune the full-depth model at the sweep's lrs (the search budget, 85% split), score
     on the 15% part (main metric, held-out loss as tie-break); record every point in ``manifest["recipe"]``
-    as it finishes (resumable); return the winning lr. ``scores(jobs)`` is an executor's ``scores``."""
+    as it finishes (resumable); return the winning lr. The grid is searched from the top: first
+    ``sweep_first_wave``, then the next lower lr while the lowest tried wins (a lower lr is tried only when the
+    scores still rise towards it; for all-MiniLM-L6-v2 on CoLA 2e-5 never left the majority class).
+    ``scores(jobs)`` is an executor's ``scores``."""
     from .search import choose, decided_by
 
     sweep = plan.sweep
     rec = run.data.setdefault("recipe", {"mode": "auto", **sweep, "points": {}, "chosen": None})
-    todo = [lr for lr in sweep["lrs"] if lr_key(lr) not in rec["points"]]
-    jobs = [(lr, {"removed": (), "candidate": None, "lr": lr, "warmup": sweep["warmup_ratio"]}) for lr in todo]
-    for lr, result in scores(jobs):
-        result.pop("preds", None)
-        rec["points"][lr_key(lr)] = {"lr": lr, **result}
-        on_update()
-    points = {i: rec["points"][lr_key(lr)] for i, lr in enumerate(sweep["lrs"])}
-    best = choose(points)  # full tie: the highest lr (choose's last rule: the highest key)
-    rec["chosen"] = {"lr": sweep["lrs"][best], "warmup_ratio": sweep["warmup_ratio"],
+    grid = sorted(sweep["lrs"])
+    tried = sweep_first_wave(grid)
+    while True:
+        todo = [lr for lr in tried if lr_key(lr) not in rec["points"]]
+        jobs = [(lr, {"removed": (), "candidate": None, "lr": lr, "warmup": sweep["warmup_ratio"]}) for lr in todo]
+        for lr, result in scores(jobs):
+            result.pop("preds", None)
+            rec["points"][lr_key(lr)] = {"lr": lr, **result}
+            on_update()
+        points = {i: rec["points"][lr_key(lr)] for i, lr in enumerate(tried)}
+        best = choose(points)  # full tie: the highest lr (choose's last rule: the highest key)
+        lower = grid.index(tried[0])
+        if best != 0 or lower == 0:
+            break
+        tried = [grid[lower - 1], *tried]
+    rec["skipped"] = [lr for lr in grid if lr not in tried]
+    rec["chosen"] = {"lr": tried[best], "warmup_ratio": sweep["warmup_ratio"],
                      "decided_by": decided_by(points, best)}
     on_update()
     return rec["chosen"]["lr"]
@@ -652,8 +683,9 @@ def _budget_text(plan, swept: bool = False) -> str:
 
     fixed = bool(plan.sweep and plan.sweep["search_lr_fixed"])
     scaled = " (x L/d for d of L layers)" if plan.depth_epochs == "scaled" else ""
+    ref = f", the full-depth model {plan.reference_epochs:g}" if plan.reference_epochs else ""
     return (f"candidates: {one(plan.search, 'the 85% split', fixed)}; "
-            f"finals: {one(plan.final, 'train', False)}{scaled}")
+            f"finals: {one(plan.final, 'train', False)}{scaled}{ref}")
 
 
 def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
@@ -696,9 +728,12 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots) * plan.final_seeds
         if plan.depth_epochs == "scaled":  # every final costs about what the full model's does
             final_waves /= cost
-        sweep_waves = math.ceil(len(plan.sweep["lrs"]) / executor.slots) if plan.sweep and not chosen else 0
+        sweep_waves = (math.ceil(len(sweep_first_wave(plan.sweep["lrs"])) / executor.slots)
+                       if plan.sweep and not chosen else 0)
         est = estimate_seconds(waves * plan.search_seeds + sweep_waves / cost, final_waves, search_ex, final_ex,
                                ex_per_s / cost)
+        if plan.reference_epochs and not _finals_done(run):  # the full-depth model's extra epochs
+            est += final_ex / plan.final.epochs * (plan.reference_epochs - plan.final.epochs) * plan.final_seeds / ex_per_s
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
             f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan, bool(chosen))}); {_recipe_text(plan, run)}; "
@@ -737,10 +772,12 @@ def _recipe_text(plan, run) -> str:
     rec = (run.data.get("recipe") or {}) if run.data else {}
     if plan.recipe == "auto" and plan.sweep and not rec.get("chosen"):
         lrs = ", ".join(f"{x:g}" for x in plan.sweep["lrs"])
-        text = f"recipe auto (lr sweep {lrs}, warm-up {plan.sweep['warmup_ratio']:g}, on the 85/15 split)"
+        text = (f"recipe auto (lr sweep {lrs}, the lowest only if the next one wins; warm-up "
+                f"{plan.sweep['warmup_ratio']:g}, on the 85/15 split)")
     elif plan.recipe == "auto" and plan.sweep:
         pts = rec.get("points", {})
-        got = ", ".join(f"{k}: {v['score']:.3f}" for k, v in pts.items())
+        got = ", ".join(f"{k}: {v['score']:.3f}" for k, v in sorted(pts.items(), key=lambda kv: kv[1]["lr"]))
+        got += "".join(f", {x:g}: not tried" for x in rec.get("skipped", []))
         text = (f"recipe auto: lr {rec['chosen']['lr']:g} (held-out {got}; decided by {rec['chosen']['decided_by']}), "
                 f"warm-up {plan.final.warmup_ratio:g}")
     else:
