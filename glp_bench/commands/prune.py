@@ -42,9 +42,9 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    "with --recipe auto; smoke: tiny, for tests")
     g = p.add_argument_group("recipe and distillation (chosen on the train split, never on dev)")
     g.add_argument("--recipe", default=None, choices=["auto", "paper"],
-                   help="auto (default; paper for --budget paper): sweep lr 2e-5, 5e-5, 1e-4, 2e-4 with a 10%% "
-                   "warm-up on the full-depth model (search budget, scored on the held-out 15%%) and use the winner "
-                   "everywhere; paper: the fixed learning rates of the budget, no warm-up")
+                   help="auto (default; paper for --budget paper): sweep lr 5e-5, 1e-4, 2e-4 (and 2e-5 if 5e-5 "
+                   "wins) with a 10%% warm-up on the full-depth model (search budget, scored on the held-out 15%%) "
+                   "and use the winner everywhere; paper: the fixed learning rates of the budget, no warm-up")
     g.add_argument("--warmup", type=warmup_float, default=None,
                    help="warm-up share of the steps of every fine-tune (default 0.1 with --recipe auto, else 0)")
     g.add_argument("--no-distill", dest="distill", action="store_false", default=None,

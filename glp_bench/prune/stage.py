@@ -772,7 +772,7 @@ def _recipe_text(plan, run) -> str:
     rec = (run.data.get("recipe") or {}) if run.data else {}
     if plan.recipe == "auto" and plan.sweep and not rec.get("chosen"):
         lrs = ", ".join(f"{x:g}" for x in plan.sweep["lrs"])
-        text = (f"recipe auto (lr sweep {lrs}, the lowest only if the next one wins; warm-up "
+        text = (f"recipe auto (lr sweep {lrs}, the lowest only if the one above it wins; warm-up "
                 f"{plan.sweep['warmup_ratio']:g}, on the 85/15 split)")
     elif plan.recipe == "auto" and plan.sweep:
         pts = rec.get("points", {})
