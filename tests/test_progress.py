@@ -71,3 +71,35 @@ def test_advance_without_total_and_formatting():
 
 def test_make_progress_is_plain_when_stderr_is_not_a_terminal():
     assert isinstance(make_progress(), LogProgress)  # pytest captures stderr: not a terminal
+
+
+def test_work_weighted_eta_counts_cost_not_units():
+    """A final fine-tune costs several candidates: with ``work`` the ETA follows the cost left, not the count."""
+    out, clock = io.StringIO(), Clock()
+    p = LogProgress(out, clock)
+    bar = p.add_task("glp-bench prune", total=3)
+    p.update(bar, completed=0, work=(0, 10))
+    clock.t += 10
+    p.update(bar, completed=1, work=(1, 10))  # a cheap unit: 10 s per unit of work, 9 left
+    clock.t += 80
+    p.update(bar, completed=2, work=(9, 10))  # the expensive one
+    assert out.getvalue().splitlines() == ["glp-bench prune: 1/3 done, elapsed 10s, ETA 1m30s",
+                                           "glp-bench prune: 2/3 done, elapsed 1m30s, ETA 10s"]
+
+
+def test_work_eta_on_the_terminal_column(monkeypatch):
+    from rich.console import Console
+
+    import glp_bench.core.progress as progress_mod
+
+    clock = Clock()
+    monkeypatch.setattr(progress_mod.time, "monotonic", clock)
+    p = progress_mod.WorkProgress(progress_mod.WorkRemainingColumn(), console=Console(file=io.StringIO()))
+    bar = p.add_task("prune", total=4)
+    p.update(bar, completed=1, work=(100, 400))  # done before a resume: the baseline
+    column = progress_mod.WorkRemainingColumn()
+    assert column.render(p.tasks[0]).plain == "-:--:--"
+    clock.t += 60
+    p.update(bar, completed=2, work=(200, 400))
+    assert column.render(p.tasks[0]).plain == "2m00s"  # 60 s per 100 units, 200 left
+    assert progress_mod.work_eta(None, 5.0, 1, 2) is None and progress_mod.work_eta((0.0, 0.0), 5.0, 1, 2) == 5.0

@@ -5,6 +5,10 @@ render, so ``make_progress`` returns a ``LogProgress`` instead: one plain line p
 outermost bar (a candidate, a final fine-tune, an export variant, a latency configuration) with elapsed
 time and ETA. Bars opened inside another one (the steps of each fine-tune) print nothing; a bar of
 steps (``add_task(..., steps=True)``) that stands alone (``glp-bench finetune``) prints at most one line every ``STEP_INTERVAL_S``.
+
+Units of unequal cost (a final fine-tune costs several candidates): ``update(..., work=(done, total))`` in any
+unit of cost (``glp_bench.prune.work``) makes the ETA the time per unit of work done in this process times the
+work left, on both displays; without it the ETA counts units.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(stderr=True)
 STEP_INTERVAL_S = 30.0
@@ -31,16 +37,50 @@ def make_progress(transient: bool = False):
     """Live bars (description, bar, done/total, elapsed, ETA) on a terminal; else a ``LogProgress``."""
     if not console.is_terminal:
         return LogProgress()
-    return Progress(
+    return WorkProgress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
-        TimeRemainingColumn(),
+        WorkRemainingColumn(),
         console=console,
         transient=transient,
     )
+
+
+def work_eta(first: tuple[float, float] | None, now: float, done: float, total: float) -> float | None:
+    """Seconds left: time per unit of work since ``first`` = (clock, work done then) times the work left; None
+    before any work was done in this process."""
+    if first is None or done <= first[1]:
+        return None
+    return (now - first[0]) / (done - first[1]) * max(total - done, 0.0)
+
+
+class WorkProgress(Progress):
+    """rich's ``Progress`` that also takes ``update(..., work=(done, total))`` (see the module docstring)."""
+
+    def update(self, task_id, *, work: tuple[float, float] | None = None, **kwargs) -> None:
+        if work is not None:
+            task = self._tasks.get(task_id)
+            first = (task.fields.get("work_first") if task else None) or (time.monotonic(), float(work[0]))
+            kwargs.update(work=(float(work[0]), float(work[1])), work_first=first)
+        super().update(task_id, **kwargs)
+
+
+class WorkRemainingColumn(ProgressColumn):
+    """The ETA from ``work`` where a bar has it, else rich's own estimate."""
+
+    def __init__(self):
+        super().__init__()
+        self.fallback = TimeRemainingColumn()
+
+    def render(self, task) -> Text:
+        work = task.fields.get("work")
+        if work is None:
+            return self.fallback.render(task)
+        eta = work_eta(task.fields.get("work_first"), time.monotonic(), *work)
+        return Text("-:--:--" if eta is None else fmt_seconds(eta), style="progress.remaining")
 
 
 def fmt_seconds(s: float) -> str:
@@ -63,6 +103,8 @@ class _Bar:
     first: float | None = None  # completed count when this process started counting (resumed runs)
     last_line: float = 0.0
     counted: bool = False  # an absolute count (update(completed=...)) was seen
+    work: tuple[float, float] | None = None  # (done, total) in units of cost, when the caller knows them
+    work_first: tuple[float, float] | None = None  # (clock, work done) at the first report in this process
 
 
 class LogProgress:
@@ -94,10 +136,15 @@ class LogProgress:
         self.update(task_id, advance=advance)
 
     def update(self, task_id: int, *, total: float | None = None, completed: float | None = None,
-               advance: float | None = None, description: str | None = None, **_fields) -> None:
+               advance: float | None = None, description: str | None = None,
+               work: tuple[float, float] | None = None, **_fields) -> None:
         bar = self._bars.get(task_id)
         if bar is None:
             return
+        if work is not None:
+            bar.work = (float(work[0]), float(work[1]))
+            if bar.work_first is None:
+                bar.work_first = (self.clock(), bar.work[0])
         if description is not None:
             bar.description = description
         if total is not None:
@@ -129,6 +176,9 @@ class LogProgress:
         done = bar.completed - (bar.first or 0)
         total = f"/{bar.total:g}" if bar.total is not None else ""
         text = f"{bar.description.strip()}: {bar.completed:g}{total} done, elapsed {fmt_seconds(elapsed)}"
-        if bar.total is not None and done > 0:
-            text += f", ETA {fmt_seconds(elapsed / done * max(bar.total - bar.completed, 0))}"
+        eta = work_eta(bar.work_first, now, *bar.work) if bar.work is not None else None
+        if eta is None and bar.total is not None and done > 0:
+            eta = elapsed / done * max(bar.total - bar.completed, 0)
+        if eta is not None:
+            text += f", ETA {fmt_seconds(eta)}"
         return text

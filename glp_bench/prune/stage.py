@@ -51,6 +51,7 @@ from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .executors import ExecutorSpec
 from .search import baseline_order, default_min_depth, greedy_search
 from .train import TrainConfig
+from .work import depth_scaled_epochs, prune_work, sweep_first_wave
 
 FAST_SEARCH_SAMPLES = 2000
 FAST_SEARCH_LR = 5e-5
@@ -135,11 +136,6 @@ class PrunePlan:
 def default_recipe(budget: str) -> str:
     """``paper`` for the paper budget (to reproduce it), ``auto`` for the others."""
     return "paper" if budget == "paper" else "auto"
-
-
-def depth_scaled_epochs(epochs: float, original_depth: int, depth: int) -> float:
-    """The full model's compute for a model of ``depth`` of ``original_depth`` layers (rounded to 0.01)."""
-    return round(epochs * original_depth / max(depth, 1), 2)
 
 
 def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_depth=None, device="cpu",
@@ -506,13 +502,6 @@ def lr_key(lr: float) -> str:
     return f"{lr:g}"
 
 
-def sweep_first_wave(lrs) -> list[float]:
-    """The sweep's first points: every lr but the lowest (``run_sweep`` tries a lower one only while the lowest
-    tried wins)."""
-    lrs = sorted(lrs)
-    return lrs[1:] if len(lrs) > 2 else lrs
-
-
 def run_sweep(run: RunDir, plan: PrunePlan, scores, on_update) -> float:
     """The auto recipe: fine-tune the full-depth model at the sweep's lrs (the search budget, 85% split), score
     on the 15% part (main metric, held-out loss as tie-break); record every point in ``manifest["recipe"]``
@@ -746,7 +735,9 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
 
         def on_update():
             run.save()
-            progress.update(overall, completed=_glp_done(run) + _finals_done(run))
+            work = prune_work(plan, n, min_depth, len(pruner.work.fit), len(pruner.work.train), run.data.get("recipe"),
+                              run.strategies.get("glp", {}).get("steps", []), run.models)
+            progress.update(overall, completed=_glp_done(run) + _finals_done(run), work=work)
 
         def on_step(step, n_steps, n_cand):
             progress.update(overall, description=f"GLP step {step + 1}/{n_steps} ({n_cand} candidates)")
