@@ -221,6 +221,7 @@ def test_report_notes_show_the_excluded_nodes_and_before_after():
     from glp_bench.export.int8 import int8_notes
 
     qe = {"budget_points": 1.0, "fp32_score": 0.45, "within_budget": True,
+          "decided_on": {"split": "train-heldout", "examples": 1283},
           "excluded": [{"node": f"n{i}", "sensitivity": 1.0 / (i + 1)} for i in range(6)],
           "before": {"score": 0.41, "latency_ms": 6.8}, "after": {"score": 0.445, "latency_ms": 7.3}}
     models = {"depth-06": {"depth": 6, "onnx": {"int8": {"build": {"candidate": "unfused-s8", "quant_exclusion": qe,
@@ -231,8 +232,9 @@ def test_report_notes_show_the_excluded_nodes_and_before_after():
     notes = int8_notes(models, ["depth-04", "depth-06"])
     assert notes[0] == "int8 (depth-06): unfused-s8 (chosen with --int8-candidate)"
     assert notes[1] == ("int8 (depth-06): 6 node(s) kept in fp32 for --max-quant-drop 1 (n0, n1, n2, n3 and 2 more): "
-                        "dev score 0.4100 -> 0.4450 (fp32 0.4500); latency 6.8 -> 7.3 ms")
-    assert notes[2].startswith("int8 (depth-04): 2.50 GLUE points below fp32, over the --max-quant-drop budget 1")
+                        "held-out train (1283 examples) score 0.4100 -> 0.4450 (fp32 0.4500); latency 6.8 -> 7.3 ms")
+    # a record from before the decision moved off dev says so
+    assert notes[2].startswith("int8 (depth-04): 2.50 points below fp32 on dev, over the --max-quant-drop budget 1")
 
 
 # --- through export -----------------------------------------------------------------------------------------
@@ -254,8 +256,10 @@ def test_export_records_the_candidates_and_the_budget_check(tmp_path):
     assert first["int8_candidate"] == "auto" and first["max_quant_drop"] == 1.0
     qe = first["build"]["quant_exclusion"]
     assert qe["status"] == "within budget" and qe["budget_points"] == 1.0
-    assert qe["fp32_score"] == models["depth-04"]["onnx"]["fp32"]["dev_scores"]["matthews_correlation"]
-    assert qe["int8_score"] == first["dev_scores"]["matthews_correlation"]
+    # decided on the 15% of train the search held out (the run's seed), never on dev
+    assert qe["decided_on"]["split"] == "train-heldout" and qe["decided_on"]["seed"] == 42
+    assert qe["decided_on"]["examples"] == 2 and first["quant_decision"] == "train-heldout"  # 15% of 8 rows
+    assert -1 <= qe["fp32_score"] <= 1 and -1 <= qe["int8_score"] <= 1
     # the report says which candidate was shipped and why
     from glp_bench.report.stage import build_report
 
@@ -269,6 +273,51 @@ def test_export_records_the_candidates_and_the_budget_check(tmp_path):
     rec = report.records["depth-02"]["int8"]
     assert rec["build"]["candidate"] == "unfused-s8-channel" and rec["build"]["selection"]["mode"] == "forced"
     assert rec["build"]["quant_exclusion"]["budget_points"] == 2.0
+
+
+def test_the_int8_choice_never_reads_dev(tmp_path, monkeypatch):
+    """Dev raises on read while int8 is chosen (candidate timing, sensitivity, every exclusion step; the drop is
+    forced over budget so that all of them run); it is read only afterwards, for the reported scores."""
+    from glp_bench.export import int8, quant_exclude, stage, validate
+    from glp_bench.export.stage import export_run
+
+    run_dir = make_run(tmp_path, "bert", {2: [1, 2]})
+    dev_ids, choosing, decided = set(), [False], []
+    real_dev_loader, real_predict, real_build = stage._dev_loader, validate.predict_onnx, stage.build_int8
+
+    def dev_loader(*a, **k):
+        get = real_dev_loader(*a, **k)
+
+        def dev(model_dir):
+            encoded, tok, n = get(model_dir)
+            dev_ids.update(id(e) for e in encoded.values())
+            return encoded, tok, n
+        return dev
+
+    def predict(session, encoded, tokenizer, batch_size=64):
+        if choosing[0]:
+            assert id(encoded) not in dev_ids, "dev was read while int8 was being chosen"
+            decided.append(len(encoded))
+        return real_predict(session, encoded, tokenizer, batch_size)
+
+    def build(*a, **k):
+        choosing[0] = True
+        try:
+            return real_build(*a, **k)
+        finally:
+            choosing[0] = False
+
+    for mod in (int8, quant_exclude):
+        monkeypatch.setattr(mod, "drop_points", lambda fp32, q: 5.0)
+    monkeypatch.setattr(stage, "_dev_loader", dev_loader)
+    monkeypatch.setattr(validate, "predict_onnx", predict)
+    monkeypatch.setattr(stage, "build_int8", build)
+    export_run(run_dir, variants="fp32,int8", int8_candidate="unfused-s8").raise_for_failures()
+    rec = json.loads((run_dir / "manifest.json").read_text())["models"]["depth-02"]["onnx"]["int8"]
+    qe = rec["build"]["quant_exclusion"]
+    assert qe["status"] == "over budget after excluding every node" and qe["decided_on"]["split"] == "train-heldout"
+    assert len(qe["steps"]) >= 2 and decided and set(decided) == {2}  # fp32, int8 and every step: held-out only
+    assert "matthews_correlation" in rec["dev_scores"]  # dev is scored afterwards, as the result
 
 
 def test_negative_max_quant_drop_and_unknown_candidate_exit_2(tmp_path):

@@ -1,6 +1,10 @@
 """The int8 step of ``glp-bench export``: pick the candidate (``int8_select``), then keep the score
 (``quant_exclude``). Returns the ``build`` record of the int8 variant.
 
+Both choices are made without dev: the candidate by its speed, the fp32 nodes by the score on the 15% of the
+train split that GLP's search held out (``glp_bench.data.loaders.search_split``, the run's seed). The record
+names that split (``quant_exclusion.decided_on``); dev is scored afterwards, as the result.
+
 The candidate is timed once per run, on the first model that needs an int8 build; the other models of the
 run reuse the winner (which candidate is fastest depends on the CPU and the architecture, not on the depth).
 """
@@ -17,10 +21,12 @@ from .variants import VARIANTS
 
 
 def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_quant_drop: float, model: str,
-               chosen: dict, calib: list | None, fp32_record: dict | None, score: Callable[[Path], float],
-               main_key: str, spec: int8_select.MeasureSpec | None = None) -> dict:
+               chosen: dict, calib: list | None, decide: Callable[[Path, str], float] | None,
+               decided_on: dict | None = None, spec: int8_select.MeasureSpec | None = None) -> dict:
     """Build ``model.int8.onnx`` beside ``fp32_path``. ``chosen``: the run's shared ``{"winner", "on",
-    "why"}`` (filled by the first model that measures). ``score(path)``: the dev ``main_key`` score through ORT."""
+    "why"}`` (filled by the first model that measures). ``decide(path, variant)``: the main metric through ORT
+    on the split the choice is made on (the 15% of train GLP held out; never dev), described by
+    ``decided_on``; None when there is none."""
     dst = fp32_path.parent / VARIANTS["int8"].filename
     if choice == int8_select.AUTO and chosen.get("winner"):
         record = int8_select.rebuild(chosen["winner"], fp32_path, dst, model_config, preset, chosen["on"], chosen["why"])
@@ -29,31 +35,31 @@ def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_q
         if choice == int8_select.AUTO:
             chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"])
     record["quant_exclusion"] = check_score(record["candidate"], fp32_path, dst, model_config, preset, calib,
-                                            fp32_record, max_quant_drop, score, main_key, spec)
+                                            max_quant_drop, decide, decided_on, spec)
     record["fused_ops"] = fused_ops(dst)
     return record
 
 
 def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset: str, calib: list | None,
-                fp32_record: dict | None, budget: float, score: Callable[[Path], float], main_key: str,
+                budget: float, decide: Callable[[Path, str], float] | None, decided_on: dict | None,
                 spec=None) -> dict:
-    """Score the int8 file against fp32's ORT dev score; over budget, run ``quant_exclude.keep_score``."""
-    fp32_scores = (fp32_record or {}).get("dev_scores") or {}
-    if (fp32_record or {}).get("status") != "ok" or not fp32_scores:
-        return {"status": "skipped", "reason": "no fp32 ONNX dev score to compare with"}
-    if main_key not in fp32_scores:
-        return {"status": "skipped", "reason": f"the fp32 ONNX record has no {main_key} score"}
-    fp32_score = float(fp32_scores[main_key])
-    int8_score = float(score(dst))
+    """Score the int8 file against fp32 on the decision split (``decide``); over budget, run
+    ``quant_exclude.keep_score`` on the same split. Dev is not read here: it is scored afterwards, as the result."""
+    if decide is None:
+        return {"status": "skipped", "reason": "no held-out train examples to decide on", "excluded": []}
+    where = dict(decided_on or {})
+    fp32_score = float(decide(fp32_path, "fp32"))
+    int8_score = float(decide(dst, "int8"))
     drop = drop_points(fp32_score, int8_score)
+    base = {"budget_points": budget, "decided_on": where, "fp32_score": fp32_score, "int8_score": int8_score,
+            "drop_points": drop, "excluded": []}
     if drop <= budget:
-        return {"status": "within budget", "budget_points": budget, "fp32_score": fp32_score,
-                "int8_score": int8_score, "drop_points": drop, "excluded": []}
+        return {"status": "within budget", **base}
     if not calib:
-        return {"status": "over budget", "reason": "no calibration inputs (empty train split)", "budget_points": budget,
-                "fp32_score": fp32_score, "int8_score": int8_score, "drop_points": drop, "excluded": []}
-    out = keep_score(candidate, fp32_path, dst, model_config, preset, calib, fp32_score, int8_score, budget, score,
-                     spec=spec)
+        return {"status": "over budget", "reason": "no calibration inputs (empty train split)", **base}
+    out = keep_score(candidate, fp32_path, dst, model_config, preset, calib, fp32_score, int8_score, budget,
+                     lambda p: decide(p, "int8"), spec=spec)
+    out["decided_on"] = where
     out["status"] = "within budget after exclusion" if out["within_budget"] else "over budget after excluding every node"
     return out
 
@@ -78,11 +84,20 @@ def int8_notes(models: dict, names) -> list[str]:
             shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
             lat = (f"; latency {b['latency_ms']:.3g} -> {a['latency_ms']:.3g} ms"
                    if b.get("latency_ms") and a.get("latency_ms") else "")
+            on = _split_words(qe.get("decided_on"))
             notes.append(f"int8 ({name}): {len(nodes)} node(s) kept in fp32 for --max-quant-drop "
-                         f"{qe['budget_points']:g} ({shown}): dev score {b['score']:.4f} -> {a['score']:.4f} "
+                         f"{qe['budget_points']:g} ({shown}): {on} score {b['score']:.4f} -> {a['score']:.4f} "
                          f"(fp32 {qe['fp32_score']:.4f}){lat}"
                          + ("" if qe.get("within_budget") else "; still over budget with every node excluded"))
         elif qe.get("status", "").startswith("over budget"):
-            notes.append(f"int8 ({name}): {qe['drop_points']:.2f} GLUE points below fp32, over the "
+            notes.append(f"int8 ({name}): {qe['drop_points']:.2f} points below fp32 on "
+                         f"{_split_words(qe.get('decided_on'))}, over the "
                          f"--max-quant-drop budget {qe['budget_points']:g} ({qe.get('reason', qe['status'])})")
     return notes
+
+
+def _split_words(decided_on: dict | None) -> str:
+    """How a report names the split an int8 choice was made on (records before v0.2 decided on dev)."""
+    if not decided_on:
+        return "dev"
+    return f"held-out train ({decided_on.get('examples', '?')} examples)"

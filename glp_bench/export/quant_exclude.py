@@ -1,14 +1,15 @@
-"""int8 that keeps its score: leave the most sensitive nodes in fp32 until the dev score is within budget.
+"""int8 that keeps its score: leave the most sensitive nodes in fp32 until the score is within budget.
 
-When the int8 model's dev score through ONNX Runtime is more than ``--max-quant-drop`` GLUE points (score
-x 100) below its fp32 model's, :func:`keep_score`:
+When the int8 model's score through ONNX Runtime on the decision split (the 15% of *train* GLP held out;
+never dev, which is only scored afterwards) is more than ``--max-quant-drop`` points (score x 100) below its
+fp32 model's, :func:`keep_score`:
 
 1. ranks the quantizable nodes (``MatMul``, ``Gemm``, ``Attention``, ``Gather``, ``EmbedLayerNormalization`` of the
    graph the int8 candidate quantizes) by *sensitivity*, measured on calibration inputs from the **train**
    split, never dev: for each node, how much the mean |logit error| vs fp32 shrinks when everything but
    that node is quantized;
 2. keeps the top 1, 2, 4, 8, ... of them in fp32 (ORT's ``nodes_to_exclude``), re-quantizing and
-   re-scoring on dev after each step, until the drop is within budget or every node is excluded;
+   re-scoring on the decision split after each step, until the drop is within budget or every node is excluded;
 3. returns what it did: the excluded nodes, every step's score, and score and latency (the latency
    harness, same short measurement as the candidate selection) before and after.
 
@@ -79,7 +80,7 @@ def steps(n: int) -> list[int]:
 
 def exclude_until_within(ranked: Sequence[str], score_with: Callable[[list[str]], float], fp32_score: float,
                          budget: float, start_score: float) -> dict:
-    """Exclude the first 1, 2, 4, ... of ``ranked`` (``score_with(excluded)`` -> dev score) until
+    """Exclude the first 1, 2, 4, ... of ``ranked`` (``score_with(excluded)`` -> score on the decision split) until
     ``drop_points(fp32_score, score) <= budget`` or nothing is left. Returns
     ``{"excluded", "score", "within_budget", "steps": [{"excluded": k, "score", "drop_points"}]}``."""
     score, excluded, history = start_score, [], []

@@ -38,6 +38,7 @@ from .validate import (
     compare,
     make_session,
     require_provider,
+    score_main,
     score_onnx,
     torch_logits,
     validation_batches,
@@ -48,6 +49,7 @@ EXPORT_FORMAT = "glp-bench-export"
 EXPORT_VERSION = 1
 DEFAULT_OPSET = 18
 MIN_OPSET = 14  # scaled_dot_product_attention exports from opset 14 on
+QUANT_DECISION = "train-heldout"  # where int8's fp32 nodes are chosen (older int8 files decided on dev: rebuilt)
 
 
 @dataclass
@@ -156,7 +158,7 @@ def evaluate_file(path: Path, variant: str, batches, reference, dev, tokenizer, 
 
 
 def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str, str], task, dev_for,
-                 report: ExportReport, step=None, calib_for=None) -> None:
+                 report: ExportReport, step=None, calib_for=None, decide_for=None) -> None:
     """Export, build variants, validate and score one model; records every variant's outcome."""
     rec = run.models[name]
     model_dir = run.model_dir(name)
@@ -198,7 +200,8 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
         path = out_dir / spec.filename
         expected = {"source_sha256": source, "opset": opts.opset}
         if variant == "int8":
-            expected.update(preset=preset[0], int8_candidate=opts.int8_candidate, max_quant_drop=opts.max_quant_drop)
+            expected.update(preset=preset[0], int8_candidate=opts.int8_candidate, max_quant_drop=opts.max_quant_drop,
+                            quant_decision=QUANT_DECISION)
         if not opts.force and not opts.revalidate and not fp32_fresh and _is_current(old.get(variant), path, **expected):
             records[variant] = old[variant]
             report.skipped.setdefault(name, []).append(variant)
@@ -231,12 +234,13 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
 
                         model_config = AutoConfig.from_pretrained(out_dir)
                     if variant == "int8":
+                        held, held_tok, where = decide_for(model_dir) if decide_for else (None, None, None)
                         record["build"] = build_int8(
                             fp32_path, model_config, preset[0], choice=opts.int8_candidate,
                             max_quant_drop=opts.max_quant_drop, model=name, chosen=report.int8_choice,
-                            calib=calib_for(model_dir) if calib_for else None, fp32_record=records.get("fp32"),
-                            score=lambda p: score_onnx(make_session(p), dev, tokenizer, task, "int8")[task.main_dev_key],
-                            main_key=task.main_dev_key)
+                            calib=calib_for(model_dir) if calib_for else None, decided_on=where,
+                            decide=None if held is None else
+                            (lambda p, v, h=held, t=held_tok: score_main(make_session(p), h, t, task, v)))
                     else:
                         record["build"] = build_variant(variant, fp32_path, model_config, preset[0])
             build_s = time.perf_counter() - t0
@@ -285,8 +289,8 @@ def _write_export_json(run: RunDir, name: str, out_dir: Path, opts: ExportOption
 # --- a whole run ----------------------------------------------------------------------------
 
 
-def _dev_loader(task, data, max_length: int):
-    """``model_dir -> (tokenized dev splits, tokenizer, max_length)``, tokenizing once per tokenizer."""
+def _split_loader(task, splits: dict, max_length: int):
+    """``model_dir -> ({name: tokenized split}, tokenizer)`` for ``splits``, tokenizing once per tokenizer."""
     from ..prune.models import load_tokenizer
     from ..prune.train import tokenize
 
@@ -298,11 +302,41 @@ def _dev_loader(task, data, max_length: int):
         key = "".join(f"{p.name}:{sha256_file(p)}" for p in tok_files)
         if key not in cache:
             tokenizer = load_tokenizer(str(model_dir))
-            dev = {s: tokenize(data[s], tokenizer, task, max_length) for s in task.dev_splits}
-            cache[key] = (dev, tokenizer, max_length)
+            cache[key] = ({s: tokenize(ds, tokenizer, task, max_length) for s, ds in splits.items()}, tokenizer)
         return cache[key]
 
     return get
+
+
+def _dev_loader(task, data, max_length: int):
+    """``model_dir -> (tokenized dev splits, tokenizer, max_length)``: validation and the reported scores."""
+    get = _split_loader(task, {s: data[s] for s in task.dev_splits}, max_length)
+
+    def dev(model_dir: Path):
+        encoded, tokenizer = get(model_dir)
+        return encoded, tokenizer, max_length
+
+    return dev
+
+
+def _decision_loader(task, data, max_length: int, seed: int):
+    """``model_dir -> (tokenized split, tokenizer, where)``: the 15% of *train* that GLP's search held out
+    (``search_split``, the run's seed), on which export makes its choices; ``(None, None, None)`` when empty."""
+    from ..data.loaders import search_split
+
+    train = data["train"]
+    held = search_split(train, seed)[1] if len(train) >= 2 else train.select([])
+    get = _split_loader(task, {QUANT_DECISION: held}, max_length)
+    where = {"split": QUANT_DECISION, "of": "train", "fraction": 0.15, "seed": seed, "examples": len(held),
+             "note": "the search's held-out examples; the final models were fine-tuned on all of train"}
+
+    def decide(model_dir: Path):
+        if len(held) == 0:
+            return None, None, None
+        encoded, tokenizer = get(model_dir)
+        return encoded[QUANT_DECISION], tokenizer, where
+
+    return decide
 
 
 def _calib_loader(task, data, max_length: int):
@@ -349,6 +383,7 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     data = load_task_data(task, data_dir or run.config.get("data_dir"))
     dev_for = _dev_loader(task, data, int(run.config.get("max_length", 128)))
     calib_for = _calib_loader(task, data, int(run.config.get("max_length", 128)))
+    decide_for = _decision_loader(task, data, int(run.config.get("max_length", 128)), int(run.config.get("seed", 42)))
     report = ExportReport(run.path, task.main_dev_key)
 
     task_id = progress.add_task("export", total=len(models) * len(opts.variants)) if progress is not None else None
@@ -358,7 +393,7 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
             progress.update(task_id, description=msg, advance=advance)
 
     for name in models:
-        export_model(run, name, opts, preset, task, dev_for, report, step, calib_for)
+        export_model(run, name, opts, preset, task, dev_for, report, step, calib_for, decide_for)
     if progress is not None:
         progress.update(task_id, description="export")
     return report

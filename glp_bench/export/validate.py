@@ -117,6 +117,12 @@ def score_onnx(session, encoded_splits: dict, tokenizer, task, variant: str | No
     return flatten_scores(task, per_split)
 
 
+def score_main(session, encoded, tokenizer, task, variant: str | None = None) -> float:
+    """The task's main metric of an ONNX model on one tokenized split (not a dev split: export's decisions)."""
+    logits = predict_onnx(session, encoded, tokenizer, scoring_batch_size(variant))
+    return float(task.compute(logits, encoded["labels"])[task.main_metric])
+
+
 @dataclass
 class ValidationBatch:
     """One real-input batch: where it came from and the padded arrays."""
