@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from .conftest import assert_clean_error, build_tiny_model, run_cli
@@ -31,7 +32,7 @@ def _manifest(run_dir):
 
 def test_smoke_prune_writes_valid_manifest(tiny6, cola_dir, tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(*_prune_args(tiny6, cola_dir, run_dir, "--strategy", "glp,top"))
+    proc = run_cli(*_prune_args(tiny6, cola_dir, run_dir))  # the default strategies: glp,top
     assert proc.returncode == 0, proc.stderr
     m = _manifest(run_dir)
     assert m["format"] == "glp-bench-run" and m["version"] == 6
@@ -59,6 +60,26 @@ def test_smoke_prune_writes_valid_manifest(tiny6, cola_dir, tmp_path):
     top_kept = m["models"][m["strategies"]["top"]["models"]["4"]]["kept_layers"]
     assert top_kept == [0, 1, 2, 3]
     assert "dev scores per depth" in proc.stdout
+    # GLP against top per depth: the stored dev predictions give each final's score back, and a paired bootstrap
+    # compares the two models of a depth (one model when both kept the same layers)
+    from glp_bench.prune.compare import compare_pair
+    from tests.test_compare import mcc
+
+    labels = np.array([int(line.split("\t")[1]) for line in (cola_dir / "dev.tsv").read_text().splitlines()])
+    comp = m["comparison"]
+    assert comp["metric"] == "matthews_correlation" and comp["split"] == "validation"
+    rows = comp["baselines"]["top"]
+    assert sorted(map(int, rows)) == [3, 4, 5, 6]
+    for depth, row in rows.items():
+        a, b = m["strategies"]["glp"]["models"][depth], m["strategies"]["top"]["models"][depth]
+        assert (row["glp"], row["top"]) == (a, b)
+        pa, pb = (np.load(run_dir / m["models"][n]["dev_preds"]["validation"]) for n in (a, b))
+        assert mcc(pa, labels) == pytest.approx(m["models"][a]["dev_scores"]["matthews_correlation"])
+        if a == b:
+            assert row["verdict"] == "same layers"
+        else:
+            assert row == {"glp": a, "top": b, **compare_pair(pa, pb, labels, mcc, seed=42 + int(depth))}
+    assert "GLP vs top per depth" in proc.stdout
     # one line per GLP step names the removed layer and the rule that chose it
     err = " ".join(proc.stderr.split())
     for i, step in enumerate(glp["steps"], 1):

@@ -31,9 +31,11 @@ class RunNotOut(argparse.Action):
 def add_prune_args(p: argparse.ArgumentParser) -> None:
     add_task_model_args(p)
     add_device_arg(p)
-    p.add_argument("--strategy", default="glp",
-                   help="comma-separated: glp (greedy search, default), top, bottom, alternate, random; "
-                   "e.g. glp,top compares them on a shared full-depth reference")
+    p.add_argument("--strategy", default="glp,top",
+                   help="comma-separated: glp (greedy search), top, bottom, alternate, random (default glp,top: "
+                   "GLP against dropping the top layers, on a shared full-depth reference; a depth whose layers "
+                   "are the same is trained once; the summary and the report compare them per depth with a paired "
+                   "bootstrap on dev). --strategy glp alone skips the baseline")
     p.add_argument("--budget", default="fast", choices=["paper", "fast", "smoke"],
                    help="paper: the paper's protocol (3 epochs per candidate on the full 85%% split, 3 epochs per "
                    "final model on all of train from the pre-trained model, lr 2e-5, no warm-up, no distillation); fast "
@@ -220,6 +222,30 @@ def render(run, console) -> None:
         table.add_row(str(rec["depth"]), label, ",".join(map(str, rec["kept_layers"])),
                       *(f"{rec['dev_scores'][k]:.4f}" for k in keys))
     console.print(table)
+    render_comparison(run, console)
+
+
+def render_comparison(run, console) -> None:
+    """GLP against each baseline per depth: dev scores, difference with its bootstrap interval, verdict."""
+    from rich.table import Table
+
+    from ..report.render import versus_text
+
+    comp = (run.data.get("comparison") or {}) if run.data else {}
+    for baseline, rows in (comp.get("baselines") or {}).items():
+        if not rows:
+            continue
+        table = Table(title=f"GLP vs {baseline} per depth (dev {comp.get('metric')}, points; paired bootstrap over "
+                      "the dev examples: reported, never used to choose)")
+        for col in ("depth", "glp", baseline, "glp - " + baseline + " [95% interval], verdict"):
+            table.add_column(col, justify="right" if col == "depth" else "left")
+        for depth, rec in sorted(rows.items(), key=lambda kv: -int(kv[0])):
+            def score(name):
+                m = run.models.get(name) or {}
+                v = (m.get("dev_scores") or {}).get(comp.get("key"))
+                return f"{v * 100:.2f} ({','.join(map(str, m.get('kept_layers') or []))})" if v is not None else "-"
+            table.add_row(depth, score(rec["glp"]), score(rec[baseline]), versus_text(rec))
+        console.print(table)
 
 
 def render_orders(run, orders: dict[str, list[int]], console) -> None:

@@ -181,6 +181,10 @@ class RunDir:
         """Where model ``name``'s fine-tuned weights are written."""
         return self.path / name / "model"
 
+    def dev_preds_path(self, name: str, split: str) -> Path:
+        """Model ``name``'s dev predictions on ``split`` (its first final seed), for the strategy comparison."""
+        return self.path / name / "dev-preds" / f"{split}.npy"
+
     def model_dir(self, name: str) -> Path:
         """Where model ``name``'s weights are: its recorded path, else the default."""
         rec = self.models.get(name) or {}

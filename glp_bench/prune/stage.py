@@ -325,7 +325,7 @@ class Workload:
         one) and is distilled from the teacher's logits when ``final_config.distill_alpha > 0``."""
         from ..data.resolve import get_task
         from ..data.tasks import flatten_scores
-        from .train import evaluate, fine_tune
+        from .train import fine_tune, predict
 
         task = get_task(self.task_name)
         cfg = self.final_config if seed is None else replace(self.final_config, seed=seed)
@@ -341,7 +341,8 @@ class Workload:
         model = self.student_without(removed) if from_teacher else self.model_without(removed, cfg.seed)
         stats = fine_tune(model, self.train, self.tokenizer, cfg, self.device, progress, description=description,
                           teacher_logits=self.teacher if distill else None)
-        scores = flatten_scores(task, evaluate(model, self.dev, self.tokenizer, task, self.device))
+        logits = {s: predict(model, enc, self.tokenizer, self.device) for s, enc in self.dev.items()}
+        scores = flatten_scores(task, {s: task.compute(x, self.dev[s]["labels"]) for s, x in logits.items()})
         if out_dir is not None:
             model.save_pretrained(out_dir, safe_serialization=True)
             self.tokenizer.save_pretrained(out_dir)
@@ -353,6 +354,8 @@ class Workload:
             "distill": {"alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature} if distill else None,
             "init": "teacher" if from_teacher else "pretrained",
             "train": {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()},
+            "dev_preds": {s: task.predictions(x).astype("float32" if task.is_regression else "int16")
+                          for s, x in logits.items()},
         }
 
     def teacher_logits(self, model_dir) -> np.ndarray:
@@ -573,6 +576,34 @@ def step_assessor(run: RunDir, task, held_labels, seed: int):
     return run_assess
 
 
+def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
+    """GLP against each baseline per depth on dev (``glp_bench.prune.compare``), into ``run.data["comparison"]``:
+    a paired bootstrap over the stored dev predictions of the first dev split. Reports; chooses nothing."""
+    from .compare import compare_strategies
+
+    split = task.dev_splits[0]
+    labels = np.asarray(dev[split]["labels"])
+
+    def preds(name: str):
+        rel = ((run.models.get(name) or {}).get("dev_preds") or {}).get(split)
+        try:
+            return np.load(run.file(rel)) if rel else None
+        except (OSError, ValueError):
+            return None
+
+    def metric(p, y):
+        return task.metric_fn(p, y)[task.main_metric]
+
+    by_depth = {s: {int(d): n for d, n in (rec.get("models") or {}).items()
+                    if (run.models.get(n) or {}).get("dev_scores") is not None}
+                for s, rec in run.strategies.items()}
+    result = {"split": split, "metric": task.main_metric, "key": task.main_dev_key,
+              "baselines": compare_strategies(by_depth, preds, labels, metric, seed=seed)}
+    run.data["comparison"] = result
+    run.save()
+    return result
+
+
 def _reference_record(run: RunDir, reference: str, what: str, fix: str) -> dict:
     rec = run.models.get(reference) or {}
     if rec.get("dev_scores") is None or not run.model_path(reference).is_dir():
@@ -631,6 +662,11 @@ def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: Pru
     def collect(todo):
         for (name, seed), record, staged in executor.run_finals(todo):
             rec = run.models[name]
+            dev_preds = record.pop("dev_preds", None) or {}
+            if seed == seeds[0] and dev_preds:
+                for split, p in dev_preds.items():
+                    save_array(run.dev_preds_path(name, split), p)
+                record["dev_preds"] = {s: run.relative(run.dev_preds_path(name, s)) for s in dev_preds}
             if staged is not None:
                 rec.update(pruner.install(name, record, staged))
             rec.setdefault("seeds", {})[str(seed)] = {k: record.get(k) for k in ("dev_scores", "distill", "init", "train")}
@@ -756,6 +792,8 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
                                 rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()))
         progress.update(overall, description="final fine-tunes")
         run_finals(pruner, executor, orders, plan, on_update)
+        if "glp" in run.strategies and len(run.strategies) > 1:
+            record_comparison(run, pruner.task, pruner.work.dev, plan.seed)
     return orders
 
 

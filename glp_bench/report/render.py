@@ -106,6 +106,11 @@ def strategy_cells(section: Section) -> tuple[list[str], list[str], list[list[st
         just += ["left", "right", "right"]
     headers.append("better")
     just.append("left")
+    baselines = [s for s in section.strategies if s != "glp" and "glp" in section.strategies
+                 and any(s in (e.get("versus") or {}) for e in section.by_strategy)]
+    for b in baselines:
+        headers.append(f"glp vs {b} (dev, paired bootstrap)")
+        just.append("left")
     cells = []
     for entry in section.by_strategy:
         row = [str(entry["depth"])]
@@ -117,8 +122,21 @@ def strategy_cells(section: Section) -> tuple[list[str], list[str], list[list[st
                 d = e["delta_points"]
                 row += [layer_ranges(e["kept_layers"]), _pts(e["score"]), "-" if d is None else f"{d:+.2f}"]
         row.append(_better(entry["models"]))
+        row += [versus_text((entry.get("versus") or {}).get(b)) for b in baselines]
         cells.append(row)
     return headers, just, cells
+
+
+def versus_text(rec: dict | None) -> str:
+    """One cell of GLP against a baseline (``glp_bench.prune.compare``): difference in points, its 95% interval,
+    the share of bootstrap draws GLP wins, and the verdict."""
+    if not rec:
+        return "-"
+    if "diff_points" not in rec:
+        return rec.get("verdict", "-")
+    lo, hi = rec["ci95"]
+    return (f"{rec['diff_points']:+.2f} [{lo:+.2f}, {hi:+.2f}], P(glp better) {rec['p_better']:.2f}: "
+            f"{rec['verdict']}")
 
 
 def _better(models: dict) -> str:

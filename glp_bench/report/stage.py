@@ -331,7 +331,8 @@ class Section:
     target_info: dict  # device, emulated, arch, cpu_model, onnxruntime, complete, rounds, max_cv
     rows: list[Row]
     strategies: list[str]  # strategies of the run, in the run's order
-    by_strategy: list[dict]  # per depth: {"depth", "models": {strategy: {name, kept_layers, score, delta}}}
+    by_strategy: list[dict]  # per depth: {"depth", "models": {strategy: {name, kept_layers, score, delta}},
+    #                                      "versus": {baseline: glp_bench.prune.compare record}}
     recommendation: Row | None
     notes: list[str]
     training: list[dict] = field(default_factory=list)  # glp_bench.report.quality.training_rows
@@ -360,9 +361,11 @@ def _by_strategy(rd: RunDir, rows: list[Row]) -> tuple[list[str], list[dict]]:
     for r in rows:
         first.setdefault(r.name, r)
     depths = sorted({int(d) for s in strategies for d in rd.strategies[s]["models"]}, reverse=True)
+    versus = ((rd.data.get("comparison") or {}).get("baselines") or {}) if rd.data else {}
     table = []
     for depth in depths:
-        entry = {"depth": depth, "models": {}}
+        entry = {"depth": depth, "models": {},
+                 "versus": {b: rows[str(depth)] for b, rows in versus.items() if str(depth) in rows}}
         for s in strategies:
             name = rd.strategies[s]["models"].get(str(depth))
             r = first.get(name)
