@@ -118,6 +118,37 @@ def assert_clean_error(proc, fragment: str, code: int = 2) -> None:
     assert fragment.lower() in errors[0].lower(), errors[0]
 
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true",
+                     help="rewrite the golden files under tests/golden from the current output; the golden tests then "
+                     "fail (a run with it never passes): review the diff, then run again without it")
+
+
+def check_golden_text(name: str, text: str, regen: bool = False) -> None:
+    """``text`` must equal ``tests/golden/<name>``; with ``regen`` the file is rewritten and the test fails."""
+    import difflib
+
+    path = GOLDEN / name
+    if regen:
+        path.write_text(text, encoding="utf-8")
+        pytest.fail(f"{name} regenerated; review 'git diff {path}' and run again without --regen-golden")
+    assert path.is_file(), f"{path} is missing; create it with 'pytest --regen-golden'"
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), f"expected {name}", "got"))
+        pytest.fail(f"{name} differs from the golden file ('pytest --regen-golden' to accept):\n{diff}")
+
+
+@pytest.fixture
+def assert_golden(request):
+    """``assert_golden(name, text)``: compare with the golden file (``--regen-golden`` rewrites it, and fails)."""
+    regen = bool(request.config.getoption("--regen-golden"))
+    return lambda name, text: check_golden_text(name, text, regen)
+
+
 def cuda_available() -> bool:
     try:
         import torch

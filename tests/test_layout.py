@@ -1,9 +1,13 @@
-"""The shape of the code: stages import each other without circles, ONNX Runtime sessions are built in one
-place, and only the run-directory contract (``glp_bench.core.rundir``) builds paths into a run."""
+"""The shape of the code (fitness tests that can fail): stages import each other without circles and only down
+the pipeline, benchmarks sit on top, the runtime stays torch-free, ONNX Runtime sessions are built in one place,
+only the run-directory contract (``glp_bench.core.rundir``) builds paths into a run, dotted names in the code
+resolve, every test asserts and the golden files cannot be switched off from the environment."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 from .conftest import REPO
@@ -91,3 +95,111 @@ def test_only_the_run_directory_contract_builds_run_paths():
                     if isinstance(side, ast.Constant) and side.value in RUN_PARTS:
                         offenders.append(f"{f.relative_to(REPO)}:{node.lineno} ({side.value!r})")
     assert not offenders, "run paths built outside glp_bench.core.rundir: " + ", ".join(offenders)
+
+
+# Stages in data-flow order: a module may import its own stage and the stages before it, never one after it.
+# bench (the measurement library and the latency stage) sits below export and gate, which measure with it.
+STAGE_ORDER = ["core", "data", "prune", "bench", "export", "report", "gate", "deploy", "commands", "cli"]
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "cli"  # glp_bench/__init__ sits with the dispatcher
+
+
+def test_arrows_point_down_the_pipeline():
+    mods = _modules()
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    back = [f"{n} -> {d}" for n, f in mods.items() for d in sorted(_imports(n, f, mods))
+            if rank[_stage(d)] > rank[_stage(n)]]
+    assert not back, "imports back up the pipeline (" + " < ".join(STAGE_ORDER) + "): " + "; ".join(back)
+
+
+def _imported_roots(root: Path) -> dict[str, set[str]]:
+    out = {}
+    for f in sorted(root.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+        out[str(f.relative_to(REPO))] = names
+    return out
+
+
+def test_benchmarks_sit_on_top_and_the_runtime_stays_torch_free():
+    """benchmarks/ may import glp_bench; nothing imports benchmarks but benchmarks; glp_runtime imports neither
+    glp_bench nor torch (the deployed bundle runs without them)."""
+    pkg = _imported_roots(PACKAGE)
+    assert not [f for f, names in pkg.items() if "benchmarks" in names]
+    runtime = _imported_roots(REPO / "deploy" / "runtime" / "glp_runtime")
+    assert runtime and not [f for f, names in runtime.items() if names & {"glp_bench", "torch", "transformers", "benchmarks"}]
+    bench = _imported_roots(REPO / "benchmarks")
+    assert any("glp_bench" in names for names in bench.values())
+
+
+DOTTED = re.compile(r"\b((?:glp_bench|glp_runtime)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def _resolves(name: str) -> bool:
+    """``glp_bench.a.b.C.d`` names a module, then attributes (a dataclass field or annotation counts)."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for p in parts[i:]:
+            if obj is not None and hasattr(obj, p):
+                obj = getattr(obj, p)
+            elif obj is not None and p in (getattr(obj, "__dataclass_fields__", {}) or getattr(obj, "__annotations__", {})):
+                obj = None  # an instance attribute: nothing further to check
+            else:
+                return False
+        return True
+    return False
+
+
+def test_dotted_names_in_the_code_resolve():
+    """Every ``glp_bench.x.y`` / ``glp_runtime.x.y`` written in a docstring or comment names something that
+    exists (dotted names are written in full so that this can be checked)."""
+    stale = []
+    for root in (PACKAGE, REPO / "deploy" / "runtime" / "glp_runtime", REPO / "benchmarks", REPO / "tests"):
+        for f in sorted(root.rglob("*.py")):
+            if f == Path(__file__).resolve():
+                continue  # its docstrings show the pattern
+            for m in DOTTED.finditer(f.read_text()):
+                name = m.group(1).rstrip(".")
+                if not _resolves(name):
+                    stale.append(f"{f.relative_to(REPO)}: {name}")
+    assert not stale, "dotted names that resolve to nothing: " + ", ".join(sorted(set(stale)))
+
+
+def _asserts(fn: ast.AST) -> bool:
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assert):
+            return True
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name.startswith("assert") or name in ("raises", "warns", "fail", "importorskip"):
+                return True
+    return False
+
+
+def test_every_test_asserts():
+    """A test that cannot fail is no test: each one asserts, expects an exception or calls an assert_* helper."""
+    silent = []
+    for f in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test") \
+                    and not _asserts(node):
+                silent.append(f"{f.name}::{node.name}")
+    assert not silent, "tests that assert nothing: " + ", ".join(silent)
+
+
+def test_golden_files_cannot_be_switched_off_from_the_environment():
+    """The golden comparison reads no environment variable (only the explicit --regen-golden option, which fails)."""
+    for f in sorted((REPO / "tests").glob("*.py")):
+        assert "REGEN_GOLDEN" not in f.read_text() or f.name == "test_layout.py", f.name

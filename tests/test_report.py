@@ -4,7 +4,7 @@ scores set by hand), the plot, the CLI and its bad-input messages.
 
 Regenerate the expected files after an intended change of the output::
 
-    GLP_BENCH_REGEN_GOLDEN=1 python -m pytest -q tests/test_report.py -k golden
+    python -m pytest -q tests/test_report.py -k golden --regen-golden   (writes the files, and fails: review, re-run)
 
 and read the diff before committing it.
 """
@@ -12,10 +12,8 @@ and read the diff before committing it.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -37,7 +35,6 @@ from .conftest import assert_clean_error, assert_schema, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN = "cola-tiny"  # tests/golden/cola-tiny, rendered with GOLDEN as the working directory
-REGEN = os.environ.get("GLP_BENCH_REGEN_GOLDEN") == "1"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -180,17 +177,6 @@ def test_collect_rows_picks_threads_and_seq(golden_cwd):
 # --- golden renderings ----------------------------------------------------------------------------
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGEN:
-        path.write_text(text, encoding="utf-8")
-    assert path.is_file(), f"{path} is missing; create it with GLP_BENCH_REGEN_GOLDEN=1"
-    expected = path.read_text(encoding="utf-8")
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), f"expected {name}", "got"))
-        pytest.fail(f"{name} differs from the golden file (GLP_BENCH_REGEN_GOLDEN=1 to accept):\n{diff}")
-
-
 def rich_text(report, width: int) -> str:
     from rich.console import Console
 
@@ -199,20 +185,20 @@ def rich_text(report, width: int) -> str:
     return console.export_text()
 
 
-def test_golden_table_and_markdown(golden_cwd):
+def test_golden_table_and_markdown(golden_cwd, assert_golden):
     report = build_report([RUN])
-    check_golden("cola-tiny.txt", rich_text(report, 130))
-    check_golden("cola-tiny.narrow.txt", rich_text(report, 80))  # too narrow: scores, then speed
-    check_golden("cola-tiny.md", to_markdown(report))
+    assert_golden("cola-tiny.txt", rich_text(report, 130))
+    assert_golden("cola-tiny.narrow.txt", rich_text(report, 80))  # too narrow: scores, then speed
+    assert_golden("cola-tiny.md", to_markdown(report))
 
 
-def test_golden_markdown_without_latency(tmp_path, monkeypatch):
+def test_golden_markdown_without_latency(tmp_path, monkeypatch, assert_golden):
     (tmp_path / RUN).mkdir()
     shutil.copy(GOLDEN / RUN / "manifest.json", tmp_path / RUN / "manifest.json")
     monkeypatch.chdir(tmp_path)
     report = build_report([RUN])
     text = to_markdown(report)
-    check_golden("cola-tiny.no-latency.md", text)
+    assert_golden("cola-tiny.no-latency.md", text)
     assert f"glp-bench latency --run {RUN} --device cpu" in text
 
 

@@ -4,7 +4,7 @@ models kept apart, and the CLI's errors.
 
 Regenerate the golden files after an intended change of the rendering:
 
-    GLP_BENCH_REGEN_GOLDEN=1 python -m pytest -q tests/test_report_glue.py
+    python -m pytest -q tests/test_report_glue.py --regen-golden   (writes the files, and fails: review, re-run)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from glp_bench.report.glue import build_glue, report_text, to_csv, to_markdown
 from glp_bench.report.stage import build_report
 
 from .conftest import assert_clean_error, run_cli
-from .test_report import check_golden
 
 GLUE = Path(__file__).parent / "golden" / "glue"
 RUNS = ["cola-tiny", "sst2-tiny", "stsb-tiny"]
@@ -54,10 +53,10 @@ def test_numbers_come_from_the_manifests_and_latency(glue_cwd):
     assert next(r for r in table.rows if r.strategy == "full").speedup == pytest.approx(1.0)
 
 
-def test_golden_markdown_and_csv(glue_cwd):
+def test_golden_markdown_and_csv(glue_cwd, assert_golden):
     tables = build_glue(build_report(RUNS))
-    check_golden("glue/glue.md", to_markdown(tables))
-    check_golden("glue/glue.csv", to_csv(tables))
+    assert_golden("glue/glue.md", to_markdown(tables))
+    assert_golden("glue/glue.csv", to_csv(tables))
 
 
 def test_full_report_carries_the_glue_table_after_the_runs(glue_cwd):

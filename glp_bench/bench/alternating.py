@@ -121,8 +121,8 @@ def measure_pairs(baseline: BenchConfig, candidate: BenchConfig, rounds: int, *,
                   start_round: int = 0, timeout: float | None = None) -> list[dict]:
     """``rounds`` fresh-process rounds of alternating A/B timing; one result dict per round (see
     :func:`run_pair_job`: ``wall``/``cpu`` = [baseline samples, candidate samples], seconds). Raises
-    ``glp_bench.gate.decide.MeasurementFailed`` when a worker fails."""
-    from ..gate.decide import MeasurementFailed
+    ``glp_bench.core.errors.MeasurementFailed`` when a worker fails."""
+    from ..core.errors import MeasurementFailed
 
     task = progress.add_task(description, total=rounds) if progress is not None else None
     out = []
