@@ -325,6 +325,7 @@ class Workload:
         one) and is distilled from the teacher's logits when ``final_config.distill_alpha > 0``."""
         from ..data.resolve import get_task
         from ..data.tasks import flatten_scores
+        from .models import save_classifier
         from .train import evaluate, fine_tune
 
         task = get_task(self.task_name)
@@ -343,8 +344,7 @@ class Workload:
                           teacher_logits=self.teacher if distill else None)
         scores = flatten_scores(task, evaluate(model, self.dev, self.tokenizer, task, self.device))
         if out_dir is not None:
-            model.save_pretrained(out_dir, safe_serialization=True)
-            self.tokenizer.save_pretrained(out_dir)
+            save_classifier(model, self.tokenizer, out_dir)
         kept = list(model.config.glp_kept_layers)
         return {
             "depth": len(kept), "kept_layers": kept, "dev_scores": scores, "seed": cfg.seed,
