@@ -181,4 +181,5 @@ def test_finetune_with_mean_pooling_saves_a_model_that_records_it(tiny_models, c
                    "--epochs", "1", "--max-samples", "16", "--out", str(out), "--device", "cpu", "--pooling", "mean")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "model" / "config.json").read_text())["glp_pooling"] == "mean"
+    assert (out / "model" / "modeling_glp.py").is_file() and (out / "model" / "README.md").is_file()
     assert json.loads((out / "scores.json").read_text())["pooling"] == "mean"
