@@ -132,8 +132,9 @@ def test_a_mean_pooled_run_exports_graphs_that_pool_the_same_way(tmp_path):
     """prune-and-export (smoke) with --pooling mean: every saved depth records it, and every ONNX graph gives
     the logits of the mean-pooled PyTorch model, not those of the first-token head."""
     import onnxruntime as ort
-    from transformers import AutoModelForSequenceClassification
+    from transformers import BertForSequenceClassification
 
+    from glp_bench.prune.custom_code import MODELING_FILE
     from glp_bench.prune.models import load_saved_classifier
 
     model = build_tiny_model("bert", tmp_path / "m", layers=4)
@@ -149,14 +150,18 @@ def test_a_mean_pooled_run_exports_graphs_that_pool_the_same_way(tmp_path):
     texts = ["the cat sees a dog that likes the big red car .", "john ran ."]
     for name, rec in m["models"].items():
         folder = run_dir / rec["path"]
-        assert json.loads((folder / "config.json").read_text())["glp_pooling"] == "mean"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["glp_pooling"] == "mean" and config["model_type"] == "glp-mean-bert"
+        assert {MODELING_FILE, "README.md"} <= set(rec["files"])  # the custom code is recorded with the weights
+        onnx_config = json.loads((run_dir / rec["onnx"]["fp32"]["path"]).with_name("config.json").read_text())
+        assert onnx_config["model_type"] == "bert" and "auto_map" not in onnx_config  # the graph needs no code
         batch = _batch(folder, texts)
         expected = _logits(load_saved_classifier(folder), batch)
         sess = ort.InferenceSession(str(run_dir / rec["onnx"]["fp32"]["path"]), providers=["CPUExecutionProvider"])
         names = {i.name for i in sess.get_inputs()}
         got = sess.run(None, {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in names})[0]
         np.testing.assert_allclose(got, expected, atol=1e-4)
-        first_token = _logits(AutoModelForSequenceClassification.from_pretrained(folder).eval(), batch)
+        first_token = _logits(BertForSequenceClassification.from_pretrained(folder).eval(), batch)  # no hook
         assert not np.allclose(got, first_token, atol=1e-3), name
     report = run_cli("report", "--run", str(run_dir))
     assert report.returncode == 0, report.stderr
@@ -176,4 +181,5 @@ def test_finetune_with_mean_pooling_saves_a_model_that_records_it(tiny_models, c
                    "--epochs", "1", "--max-samples", "16", "--out", str(out), "--device", "cpu", "--pooling", "mean")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "model" / "config.json").read_text())["glp_pooling"] == "mean"
+    assert (out / "model" / "modeling_glp.py").is_file() and (out / "model" / "README.md").is_file()
     assert json.loads((out / "scores.json").read_text())["pooling"] == "mean"

@@ -16,7 +16,6 @@ import time
 def torch_runner(cfg, current_rss_mb):
     """(run, info, init_s, rss_before_mb) for ``cfg`` (a BenchConfig with backend "torch")."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from .inputs import make_inputs
 
@@ -29,9 +28,9 @@ def torch_runner(cfg, current_rss_mb):
     device = torch.device(f"cuda:{cfg.device_id}" if cfg.on_gpu else "cpu")
     rss0 = current_rss_mb()
     t0 = time.perf_counter()
-    from ..prune.pooling import apply_saved_pooling
+    from ..prune.models import saved_classifier
 
-    model = apply_saved_pooling(AutoModelForSequenceClassification.from_pretrained(cfg.model, dtype=torch.float32))
+    model = saved_classifier(cfg.model, dtype=torch.float32)
     model.eval().to(device)
     init_s = time.perf_counter() - t0
 

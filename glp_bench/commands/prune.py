@@ -136,11 +136,10 @@ def prepare(args):
     """Validate arguments (cheaply: no weights loaded) and open or create-to-be the run directory."""
     from pathlib import Path
 
-    from transformers import AutoConfig
-
     from ..core.errors import ExecutorError, ModelError
     from ..core.rundir import RunDir, default_run_dir, now
     from ..data.resolve import task_from_args
+    from ..prune.custom_code import load_config
     from ..prune.executors import ExecutorSpec, check_spec
     from ..prune.models import layer_spec, model_slug, resolve_model
     from ..prune.search import parse_strategies
@@ -158,7 +157,7 @@ def prepare(args):
     check_spec(spec, args.device)  # Ray missing, cluster unreachable: fail before loading anything
     model = resolve_model(args.model)
     try:
-        mconfig = AutoConfig.from_pretrained(model)
+        mconfig = load_config(model)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
     layer_spec(mconfig.model_type)

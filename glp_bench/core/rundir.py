@@ -4,7 +4,8 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
     runs/<task>-<model-slug>/
       manifest.json          this module: config, environment, search log, models, artifacts
       depth-06/              one folder per distinct pruned model (full depth = the reference)
-        model/               fine-tuned PyTorch weights (safetensors) + config + tokenizer
+        model/               fine-tuned PyTorch weights (safetensors) + config + tokenizer (+ modeling_glp.py
+                             and README.md for a mean-pooling model: glp_bench.prune.custom_code)
         onnx/model.onnx      fp32 export; variants beside it (model.int8.onnx, ...), export.json
       depth-05-top/          a depth of another strategy whose kept layers differ from the first's
       latency/<target>.json  raw latency samples + summaries (glp_bench.bench)

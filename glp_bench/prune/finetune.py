@@ -20,7 +20,7 @@ def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, devi
     from ..core.progress import make_progress
     from ..core.rundir import now
     from ..data.tasks import flatten_scores
-    from .models import load_classifier, load_tokenizer
+    from .models import load_classifier, load_tokenizer, save_classifier
     from .surgery import drop_layers, kept_layers
     from .train import evaluate, fine_tune, tokenize
 
@@ -40,8 +40,7 @@ def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, devi
 
     staged = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
-    model.save_pretrained(staged / "model", safe_serialization=True)
-    tokenizer.save_pretrained(staged / "model")
+    save_classifier(model, tokenizer, staged / "model")
     atomic_write_json(staged / "scores.json", stamp("glp-bench-finetune", 1, {
         "task": task.name, "model": model_id, "kept_layers": kept_layers(model.config), "device": device,
         "pooling": model.config.glp_pooling,

@@ -101,17 +101,11 @@ def load_classifier(model: str, task, seed: int | None = None, pooling: str | No
     """``AutoModelForSequenceClassification`` for ``task`` (regression for STS-B). The classification
     head of an encoder-only checkpoint is initialised from ``seed`` so runs are reproducible. ``pooling``
     (``cls`` or ``mean``, ``glp_bench.prune.pooling``; default: what the model's config records, else cls)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
+    from transformers import AutoModelForSequenceClassification, set_seed
 
+    from .custom_code import load_config
     from .pooling import apply_saved_pooling, set_pooling
 
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
-    layer_spec(config.model_type)  # fail early and clearly for unsupported architectures
-    if seed is not None:
-        set_seed(seed)
     kwargs = {"num_labels": task.num_labels}
     if task.is_regression:
         kwargs["problem_type"] = "regression"
@@ -119,10 +113,41 @@ def load_classifier(model: str, task, seed: int | None = None, pooling: str | No
         kwargs["id2label"] = dict(enumerate(task.label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
     try:
-        loaded = AutoModelForSequenceClassification.from_pretrained(model, **kwargs)
+        config = load_config(model, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
+    layer_spec(config.model_type)  # fail early and clearly for unsupported architectures
+    if seed is not None:
+        set_seed(seed)
+    try:
+        loaded = AutoModelForSequenceClassification.from_pretrained(model, config=config)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
     return apply_saved_pooling(loaded) if pooling is None else set_pooling(loaded, pooling)
+
+
+def saved_classifier(model_dir, **kwargs):
+    """A classifier glp-bench saved, as glp-bench reads it: its config through ``custom_code.load_config`` (no
+    code from the folder runs), the pooling its config records re-attached; ``kwargs`` go to ``from_pretrained``."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .custom_code import load_config
+    from .pooling import apply_saved_pooling
+
+    config = load_config(model_dir)
+    return apply_saved_pooling(AutoModelForSequenceClassification.from_pretrained(model_dir, config=config, **kwargs))
+
+
+def save_classifier(model, tokenizer, out_dir) -> None:
+    """Save a fine-tuned classifier (safetensors weights, config, tokenizer) into ``out_dir``; a mean-pooling one
+    with its custom code and model card (``custom_code``), so that plain transformers loads it right."""
+    from .custom_code import write_custom_code
+    from .pooling import model_pooling
+
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if model_pooling(model.config) == "mean":
+        write_custom_code(out_dir)
 
 
 def load_saved_classifier(model_dir):
@@ -131,15 +156,12 @@ def load_saved_classifier(model_dir):
     from pathlib import Path
 
     from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification
-
-    from .pooling import apply_saved_pooling
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is missing or has no config.json; re-run 'glp-bench prune' to re-create it")
     try:
-        return apply_saved_pooling(AutoModelForSequenceClassification.from_pretrained(model_dir).eval())
+        return saved_classifier(model_dir).eval()
     except (OSError, ValueError, SafetensorError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load {model_dir} ({first}); the folder is corrupt: re-run 'glp-bench prune'") from None

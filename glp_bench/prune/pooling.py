@@ -9,9 +9,8 @@ little: on the 85/15 split of CoLA train (no dev), mean pooling raised the full 
 mean of the last hidden states into the first token's place, so every head that reads token 0 (BERT's pooler
 dense+tanh, the others' classification heads) reads the mean instead. The choice is stored in the model's
 config (``glp_pooling``) and ``apply_saved_pooling`` re-attaches the hook on every load in glp-bench; the
-ONNX export traces it, so exported and deployed graphs pool the same way. Note that a plain
-``AutoModelForSequenceClassification.from_pretrained`` of a saved ``mean`` model would read token 0 again:
-load it with ``glp_bench.prune.models.load_saved_classifier``.
+ONNX export traces it, so exported and deployed graphs pool the same way. A saved ``mean`` model also carries
+the hook as custom code for plain transformers (``glp_bench.prune.custom_code``), which would read token 0.
 
 ``auto`` (default but for the paper budget) is the pooling the encoder was pre-trained with: a
 sentence-transformers folder's ``1_Pooling/config.json`` saying mean tokens gives ``mean``; anything else

@@ -325,6 +325,7 @@ class Workload:
         one) and is distilled from the teacher's logits when ``final_config.distill_alpha > 0``."""
         from ..data.resolve import get_task
         from ..data.tasks import flatten_scores
+        from .models import save_classifier
         from .train import fine_tune, predict
 
         task = get_task(self.task_name)
@@ -344,8 +345,7 @@ class Workload:
         logits = {s: predict(model, enc, self.tokenizer, self.device) for s, enc in self.dev.items()}
         scores = flatten_scores(task, {s: task.compute(x, self.dev[s]["labels"]) for s, x in logits.items()})
         if out_dir is not None:
-            model.save_pretrained(out_dir, safe_serialization=True)
-            self.tokenizer.save_pretrained(out_dir)
+            save_classifier(model, self.tokenizer, out_dir)
         kept = list(model.config.glp_kept_layers)
         return {
             "depth": len(kept), "kept_layers": kept, "dev_scores": scores, "seed": cfg.seed,
