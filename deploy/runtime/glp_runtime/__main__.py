@@ -40,8 +40,14 @@ _wait_ms = _number(float, lambda v: 0 <= v <= 10_000, "milliseconds from 0 to 10
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .api import (
+        DEFAULT_MAX_BATCH,
+        DEFAULT_MAX_BODY,
+        DEFAULT_MAX_INPUTS,
+        DEFAULT_MAX_PENDING,
+        DEFAULT_MAX_WAIT_MS,
+    )
     from .predict import DEFAULT_CHUNK, FORMATS
-    from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_INPUTS, DEFAULT_MAX_WAIT_MS
 
     p = argparse.ArgumentParser(prog="glp-runtime", description=(
         "Classify text with a bundle written by 'glp-bench deploy' (onnxruntime + tokenizers + numpy only)."))
@@ -53,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--provider", default=None,
                         help="cpu, cuda or tensorrt (or an ONNX Runtime provider name); default: the bundle's target's")
         sp.add_argument("--threads", type=_non_negative_int, default=None,
-                        help="intra-op threads (0 = ONNX Runtime's default); default: the bundle's target's")
+                        help="intra-op threads, at most this machine's CPUs (0 = ONNX Runtime's default); default: the "
+                             "bundle's target's, lowered to the CPUs with a warning")
         sp.add_argument("--batch-size", type=_positive, default=None,
                         help="inputs per model call, sorted by length (default: the bundle's, 64)")
 
@@ -69,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--logits", action="store_true", help="add the raw logits to every result")
     sv = sub.add_parser("serve", help="HTTP server: GET /health, GET /info, POST /predict")
     common(sv)
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only; another address warns)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any free port)")
     sv.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
                     help=f"most inputs the batcher joins into one model call (default {DEFAULT_MAX_BATCH})")
@@ -79,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"largest request body accepted (default {DEFAULT_MAX_BODY}); larger: HTTP 413")
     sv.add_argument("--max-inputs", type=_positive, default=DEFAULT_MAX_INPUTS,
                     help=f"most inputs in one request (default {DEFAULT_MAX_INPUTS}); more: HTTP 413")
+    sv.add_argument("--max-pending", type=_positive, default=DEFAULT_MAX_PENDING,
+                    help=f"most requests in progress at once (default {DEFAULT_MAX_PENDING}); more: HTTP 503")
+    sv.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                    help="a Host name clients may use besides localhost, 127.0.0.1, ::1 and --host (repeatable; "
+                         "'*' = any); other Host headers get HTTP 421")
     sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
     return p
 
@@ -91,9 +104,31 @@ def verify(args) -> int:
     return 0
 
 
+def check_args(parser: argparse.ArgumentParser, args) -> None:
+    """What argparse's types cannot check alone (exit 2 through ``parser.error``)."""
+    from .limits import available_cpus
+
+    cpus = available_cpus()
+    if getattr(args, "threads", None) is not None and args.threads > cpus:
+        parser.error(f"argument --threads: {args.threads} exceeds the {cpus} CPU(s) this process may use; "
+                     f"pass at most {cpus} (0 = ONNX Runtime's default)")
+
+
+def load_classifier(args):
+    """The bundle's Classifier with the command's overrides; what was adjusted to this machine is printed."""
+    from .classifier import Classifier
+
+    clf = Classifier.load(args.bundle, provider=args.provider, threads=args.threads, batch_size=args.batch_size)
+    for note in clf.warnings:
+        print(f"glp-runtime: warning: {note}", file=sys.stderr)
+    return clf
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     try:
         if args.command == "verify":
             return verify(args)
@@ -101,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import main as run
         else:
             from .server import main as run
-        return run(args)
+        return run(args, load_classifier(args))
     except BundleError as e:
         print(f"glp-runtime: error: {e}", file=sys.stderr)
         return 2
