@@ -3,6 +3,7 @@
     glp-runtime verify BUNDLE                       check every file's sha256; print what the bundle is
     glp-runtime predict BUNDLE < texts.txt          one JSON result per input line (see predict.py)
     glp-runtime serve BUNDLE --port 8000            HTTP server with batching (see server.py)
+    glp-runtime serve BUNDLE --ray --replicas 2     the same API on Ray Serve (see ray_serve.py)
 
 Exit status: 0 ok; 1 some input lines could not be classified; 2 unusable bundle or arguments.
 """
@@ -16,6 +17,7 @@ import sys
 
 from . import __version__
 from .bundle import BundleError
+from .ray_serve import RayServeError  # Ray itself is imported only with serve --ray
 
 
 def _number(convert, ok, what: str, show_value: bool = True):
@@ -93,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a Host name clients may use besides localhost, 127.0.0.1, ::1 and --host (repeatable; "
                          "'*' = any); other Host headers get HTTP 421")
     sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    sv.add_argument("--ray", action="store_true",
+                    help="serve on Ray Serve (same HTTP API, Serve's batching; needs pip install 'glp-runtime[ray]')")
+    sv.add_argument("--replicas", type=_positive, default=None,
+                    help="with --ray: replicas of the model, one CPU each (default 1)")
+    sv.add_argument("--ray-address", default=None, metavar="ADDR",
+                    help="with --ray: an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: "
+                         "start a local Ray instance")
     return p
 
 
@@ -108,6 +117,12 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
     """What argparse's types cannot check alone (exit 2 through ``parser.error``)."""
     from .limits import available_cpus
 
+    if args.command == "serve" and not args.ray:
+        for opt in ("replicas", "ray_address"):
+            if getattr(args, opt) is not None:
+                parser.error(f"argument --{opt.replace('_', '-')}: needs --ray (Ray Serve)")
+    if args.command == "serve" and args.ray:
+        args.replicas = args.replicas or 1
     cpus = available_cpus()
     if getattr(args, "threads", None) is not None and args.threads > cpus:
         parser.error(f"argument --threads: {args.threads} exceeds the {cpus} CPU(s) this process may use; "
@@ -134,10 +149,15 @@ def main(argv: list[str] | None = None) -> int:
             return verify(args)
         if args.command == "predict":
             from .predict import main as run
+        elif args.ray:
+            from .ray_serve import import_serve
+            from .ray_serve import main as run
+
+            import_serve()  # before loading the bundle: the install hint first
         else:
             from .server import main as run
         return run(args, load_classifier(args))
-    except BundleError as e:
+    except (BundleError, RayServeError) as e:
         print(f"glp-runtime: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
