@@ -4,7 +4,8 @@ statuses and messages) and Serve's request batching (``@serve.batch``).
 
 Each replica loads and verifies the bundle itself and classifies the inputs of the requests Serve batched
 together in one ``Classifier.predict`` call, so the batch-invariance rule is the standalone server's: an
-int8 bundle runs each input alone. ``/health`` reports the answering replica's stats. Serve's own queue
+int8 bundle runs each input alone. Each replica reserves one CPU and runs one intra-op thread unless
+``--threads`` says otherwise. ``/health`` reports the answering replica's stats. Serve's own queue
 bound answers 503 past ``--max-pending`` requests per replica.
 
 Needs Ray Serve (``pip install 'glp-runtime[ray]'``); the standalone server needs nothing of it. Without
@@ -196,7 +197,8 @@ def main(args, clf) -> int:
             raise RayServeError(f"--replicas {args.replicas} needs {args.replicas} CPUs (one per replica); the Ray "
                                 f"cluster has {cpus:g}: pass --replicas {max(1, int(cpus))} or add nodes")
         serve.start(http_options={"host": args.host, "port": port})
-        app = make_app(args.bundle, replicas=args.replicas, provider=args.provider, threads=args.threads,
+        threads = args.threads if args.threads is not None else 1  # one CPU per replica: one intra-op thread
+        app = make_app(args.bundle, replicas=args.replicas, provider=args.provider, threads=threads,
                        batch_size=args.batch_size, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_pending=args.max_pending,
                        host=args.host, port=port, allowed_hosts=args.allowed_host, runtime_env=runtime_env)
