@@ -97,4 +97,4 @@ def render(result, console) -> None:
     console.print(table)
     for w in m["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
-    console.print(f"serve it: PYTHONPATH=deploy/runtime python -m glp_runtime serve {result.out} --port 8000")
+    console.print(f"serve it: glp-runtime serve {result.out} --port 8000")

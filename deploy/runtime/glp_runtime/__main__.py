@@ -3,6 +3,7 @@
     glp-runtime verify BUNDLE                       check every file's sha256; print what the bundle is
     glp-runtime predict BUNDLE < texts.txt          one JSON result per input line (see predict.py)
     glp-runtime serve BUNDLE --port 8000            HTTP server with batching (see server.py)
+    glp-runtime serve BUNDLE --ray --replicas 2     the same API on Ray Serve (see ray_serve.py)
 
 Exit status: 0 ok; 1 some input lines could not be classified; 2 unusable bundle or arguments.
 """
@@ -16,6 +17,7 @@ import sys
 
 from . import __version__
 from .bundle import BundleError
+from .ray_serve import RayServeError  # Ray itself is imported only with serve --ray
 
 
 def _number(convert, ok, what: str, show_value: bool = True):
@@ -40,8 +42,14 @@ _wait_ms = _number(float, lambda v: 0 <= v <= 10_000, "milliseconds from 0 to 10
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .api import (
+        DEFAULT_MAX_BATCH,
+        DEFAULT_MAX_BODY,
+        DEFAULT_MAX_INPUTS,
+        DEFAULT_MAX_PENDING,
+        DEFAULT_MAX_WAIT_MS,
+    )
     from .predict import DEFAULT_CHUNK, FORMATS
-    from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_INPUTS, DEFAULT_MAX_WAIT_MS
 
     p = argparse.ArgumentParser(prog="glp-runtime", description=(
         "Classify text with a bundle written by 'glp-bench deploy' (onnxruntime + tokenizers + numpy only)."))
@@ -53,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--provider", default=None,
                         help="cpu, cuda or tensorrt (or an ONNX Runtime provider name); default: the bundle's target's")
         sp.add_argument("--threads", type=_non_negative_int, default=None,
-                        help="intra-op threads (0 = ONNX Runtime's default); default: the bundle's target's")
+                        help="intra-op threads, at most this machine's CPUs (0 = ONNX Runtime's default); default: the "
+                             "bundle's target's, lowered to the CPUs with a warning")
         sp.add_argument("--batch-size", type=_positive, default=None,
                         help="inputs per model call, sorted by length (default: the bundle's, 64)")
 
@@ -69,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--logits", action="store_true", help="add the raw logits to every result")
     sv = sub.add_parser("serve", help="HTTP server: GET /health, GET /info, POST /predict")
     common(sv)
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only; another address warns)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any free port)")
     sv.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
                     help=f"most inputs the batcher joins into one model call (default {DEFAULT_MAX_BATCH})")
@@ -79,7 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"largest request body accepted (default {DEFAULT_MAX_BODY}); larger: HTTP 413")
     sv.add_argument("--max-inputs", type=_positive, default=DEFAULT_MAX_INPUTS,
                     help=f"most inputs in one request (default {DEFAULT_MAX_INPUTS}); more: HTTP 413")
+    sv.add_argument("--max-pending", type=_positive, default=DEFAULT_MAX_PENDING,
+                    help=f"most requests in progress at once (default {DEFAULT_MAX_PENDING}); more: HTTP 503")
+    sv.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                    help="a Host name clients may use besides localhost, 127.0.0.1, ::1 and --host (repeatable; "
+                         "'*' = any); other Host headers get HTTP 421")
     sv.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    sv.add_argument("--ray", action="store_true",
+                    help="serve on Ray Serve (same HTTP API, Serve's batching; needs pip install 'glp-runtime[ray]')")
+    sv.add_argument("--replicas", type=_positive, default=None,
+                    help="with --ray: replicas of the model, one CPU each (default 1)")
+    sv.add_argument("--ray-address", default=None, metavar="ADDR",
+                    help="with --ray: an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: "
+                         "start a local Ray instance")
     return p
 
 
@@ -91,18 +113,51 @@ def verify(args) -> int:
     return 0
 
 
+def check_args(parser: argparse.ArgumentParser, args) -> None:
+    """What argparse's types cannot check alone (exit 2 through ``parser.error``)."""
+    from .limits import available_cpus
+
+    if args.command == "serve" and not args.ray:
+        for opt in ("replicas", "ray_address"):
+            if getattr(args, opt) is not None:
+                parser.error(f"argument --{opt.replace('_', '-')}: needs --ray (Ray Serve)")
+    if args.command == "serve" and args.ray:
+        args.replicas = args.replicas or 1
+    cpus = available_cpus()
+    if getattr(args, "threads", None) is not None and args.threads > cpus:
+        parser.error(f"argument --threads: {args.threads} exceeds the {cpus} CPU(s) this process may use; "
+                     f"pass at most {cpus} (0 = ONNX Runtime's default)")
+
+
+def load_classifier(args):
+    """The bundle's Classifier with the command's overrides; what was adjusted to this machine is printed."""
+    from .classifier import Classifier
+
+    clf = Classifier.load(args.bundle, provider=args.provider, threads=args.threads, batch_size=args.batch_size)
+    for note in clf.warnings:
+        print(f"glp-runtime: warning: {note}", file=sys.stderr)
+    return clf
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     try:
         if args.command == "verify":
             return verify(args)
         if args.command == "predict":
             from .predict import main as run
+        elif args.ray:
+            from .ray_serve import import_serve
+            from .ray_serve import main as run
+
+            import_serve()  # before loading the bundle: the install hint first
         else:
             from .server import main as run
-        return run(args)
-    except BundleError as e:
+        return run(args, load_classifier(args))
+    except (BundleError, RayServeError) as e:
         print(f"glp-runtime: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,8 +12,11 @@ Tokenization is the one the model was trained and scored with: the bundle's ``to
 special tokens, truncation to the bundle's max length (``longest_first`` for pairs, as transformers'
 ``truncation=True``) and padding with the tokenizer's pad id. Inputs are sorted by length and run in
 batches of ``batch_size`` (64: the batches ``glp-bench export`` scored the dev set with), each padded
-to its longest member, and results come back in input order. With the same batches the logits equal
-the ones behind the bundle's expected dev score.
+to its longest member, and results come back in input order. A text over ``max_length x CHARS_PER_TOKEN``
+(32) characters is cut to that length first (``truncated`` is then true): megabyte texts cost no more
+than the model can read. With the same batches the logits equal
+the ones behind the bundle's expected dev score. Loading refuses a bundle whose max length exceeds the
+model's position embeddings, and lowers thread counts above this machine's CPUs (see ``warnings``).
 
 Batch invariance: an input's result never depends on the other inputs it is classified with. The
 dynamically quantized int8 variant scales its activations over the whole batch, so its bundles run each
@@ -30,12 +33,17 @@ import numpy as np
 
 from .bundle import MODEL, TOKENIZER, Bundle, BundleError, load_bundle
 from .inputs import normalize
+from .limits import available_cpus, embedding_limits
 from .session import CUDA, TENSORRT, SessionError, SessionSettings, build_session
 
 DEFAULT_BATCH_SIZE = 64
 # ONNX graph input -> field of a tokenizers.Encoding
 INPUT_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# A text longer than max_length x CHARS_PER_TOKEN characters is cut to that many before tokenizing: the
+# model reads at most max_length tokens, and a WordPiece/BPE token is rarely over a dozen characters, so
+# the cut changes nothing but the work spent on (and the memory of) megabyte texts.
+CHARS_PER_TOKEN = 32
 
 
 def make_session(model_path: Path, settings: dict, provider: str | None = None, threads: int | None = None):
@@ -87,7 +95,12 @@ class Classifier:
         self.batch_size = int(batch_size or rt.get("batch_size") or DEFAULT_BATCH_SIZE)
         if self.batch_size < 1:
             raise BundleError(f"batch size must be >= 1, got {self.batch_size}")
-        self.session = make_session(bundle.file(MODEL), rt.get("session", {}), provider, threads)
+        self.warnings: list[str] = []  # what was adjusted to this machine (the CLI prints them)
+        settings = self._bound_threads(dict(rt.get("session", {})), threads)
+        threads = settings.pop("_threads")
+        self.session = make_session(bundle.file(MODEL), settings, provider, threads)
+        self._check_limits()
+        self.max_chars = bundle.max_length * CHARS_PER_TOKEN
         self.inputs: list[tuple[str, str, type]] = []
         for inp in self.session.get_inputs():
             if inp.name not in INPUT_FIELDS or inp.type not in DTYPES:
@@ -100,6 +113,38 @@ class Classifier:
         if isinstance(out.shape[-1], int) and out.shape[-1] != width:
             raise BundleError(f"{bundle.file(MODEL)} outputs {out.shape[-1]} scores but the bundle names "
                               f"{width} label(s); the bundle is inconsistent: re-deploy it")
+
+    def _bound_threads(self, settings: dict, threads: int | None) -> dict:
+        """The session settings with thread counts above this machine's CPUs lowered to it (a warning each)."""
+        cpus = available_cpus()
+        intra = threads if threads is not None else settings.get("intra_op_threads", 0)
+        for key, value, what in (("_threads", intra, "intra-op threads" if threads is None else "--threads"),
+                                 ("inter_op_threads", settings.get("inter_op_threads", 0), "inter-op threads")):
+            value = int(value or 0)
+            if value > cpus:
+                src = "" if what == "--threads" else " of the bundle"
+                self.warnings.append(f"{value} {what}{src} exceed the {cpus} CPU(s) this process may use; using {cpus}")
+                value = cpus
+            settings[key] = value
+        return settings
+
+    def _check_limits(self) -> None:
+        """The tokenizer can only produce what the model holds: max_length within the position embeddings,
+        token ids within the word embeddings (``glp_runtime.limits``)."""
+        model = self.bundle.file(MODEL)
+        try:
+            limits = embedding_limits(model, self.pad_id)
+        except Exception as e:  # noqa: BLE001 - onnx's parse errors share no base class; the session loaded
+            raise BundleError(f"{model} cannot be read by onnx ({e}); re-deploy the model") from None
+        fix = "the bundle is inconsistent: re-deploy it with 'glp-bench deploy'"
+        positions, ml = limits["positions"], self.bundle.max_length
+        if positions is not None and ml > positions:
+            raise BundleError(f"{self.bundle.file('runtime.json')}: max_length {ml} exceeds the {positions} positions "
+                              f"of {model}'s position embeddings; {fix}")
+        vocab, size = limits["vocab"], self.tokenizer.get_vocab_size(with_added_tokens=True)
+        if vocab is not None and size > vocab:
+            raise BundleError(f"{self.bundle.file(TOKENIZER)} has {size} tokens but {model}'s word embeddings hold "
+                              f"{vocab}; {fix}")
 
     @classmethod
     def load(cls, path: str | Path, provider: str | None = None, threads: int | None = None,
@@ -154,6 +199,8 @@ class Classifier:
     def run(self, items: Sequence[object], batch_size: int | None = None) -> tuple[np.ndarray, list[bool]]:
         """(logits of shape (n, num_labels) in input order, whether each input was truncated)."""
         texts = [self.normalize(x) for x in items]
+        cut = [any(len(t) > self.max_chars for t in tt) for tt in texts]
+        texts = [tuple(t[:self.max_chars] for t in tt) if c else tt for tt, c in zip(texts, cut, strict=True)]
         width = len(self.labels) or 1
         if not texts:
             return np.zeros((0, width), dtype=np.float32), []
@@ -165,7 +212,7 @@ class Classifier:
             idx = order[start:start + size]
             out = self.session.run([self.output], self._pad([encodings[i] for i in idx]))[0]
             logits[idx] = np.asarray(out, dtype=np.float32).reshape(len(idx), width)
-        return logits, [len(e.overflowing) > 0 for e in encodings]
+        return logits, [c or len(e.overflowing) > 0 for e, c in zip(encodings, cut, strict=True)]
 
     def logits(self, items: Sequence[object], batch_size: int | None = None) -> np.ndarray:
         return self.run(items, batch_size)[0]

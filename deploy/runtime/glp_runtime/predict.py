@@ -9,9 +9,11 @@ Input (``--format``):
 
 Output: for every input line, in order, ``{"line": n, "label": ..., "label_id": ..., "scores": {...},
 "truncated": bool}`` (``"score"`` for regression), or ``{"line": n, "error": "..."}`` for a line that
-cannot be classified (blank, malformed JSON, wrong fields): the other lines are still classified, a
-summary goes to stderr and the exit status is 1. Lines are read and classified in chunks of
-``--chunk`` lines (sorted by length inside a chunk, in batches of ``--batch-size``).
+cannot be classified (not UTF-8, malformed JSON, wrong fields): the other lines are still classified, a
+summary goes to stderr and the exit status is 1. Blank lines (empty or whitespace only, a trailing one
+included) are not inputs: they are skipped without output, and ``line`` stays the line's number in the
+input. Lines are read and classified in chunks of ``--chunk`` lines (sorted by length inside a chunk, in
+batches of ``--batch-size``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TextIO
+from typing import IO, TextIO
 
 from .bundle import InputError
 
@@ -27,8 +29,23 @@ FORMATS = ("auto", "text", "jsonl")
 DEFAULT_CHUNK = 4096
 
 
+def decode_line(line: bytes | str, n: int) -> str:
+    """Line ``n`` as text: bytes must be UTF-8 (InputError naming the first bad byte); a BOM on line 1 goes."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"the line is not UTF-8 text (byte 0x{line[e.start]:02x} at byte {e.start + 1}); "
+                             "send UTF-8") from None
+    return line.removeprefix("\ufeff") if n == 1 else line
+
+
+def is_blank(line: bytes | str) -> bool:
+    return not line.strip()
+
+
 def parse_line(line: str, fmt: str, n_texts: int) -> object:
-    """The input object of one line (before ``normalize``); InputError for malformed JSON or a blank line."""
+    """The input object of one (non-blank) line, before ``normalize``; InputError for malformed JSON."""
     line = line.rstrip("\r\n")
     if not line.strip():
         raise InputError("blank line; there is nothing to classify")
@@ -45,9 +62,12 @@ def parse_line(line: str, fmt: str, n_texts: int) -> object:
     return line
 
 
-def chunks(lines: Iterable[str], size: int) -> Iterator[list[tuple[int, str]]]:
-    chunk: list[tuple[int, str]] = []
+def chunks(lines: Iterable[bytes | str], size: int) -> Iterator[list[tuple[int, bytes | str]]]:
+    """(line number, line) of the non-blank lines, ``size`` at a time."""
+    chunk: list[tuple[int, bytes | str]] = []
     for n, line in enumerate(lines, start=1):
+        if is_blank(line):
+            continue
         chunk.append((n, line))
         if len(chunk) >= size:
             yield chunk
@@ -56,9 +76,9 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[tuple[int, str]]]:
         yield chunk
 
 
-def predict_stream(classifier, stdin: TextIO, stdout: TextIO, fmt: str = "auto", batch_size: int | None = None,
+def predict_stream(classifier, stdin: IO, stdout: TextIO, fmt: str = "auto", batch_size: int | None = None,
                    chunk: int = DEFAULT_CHUNK, return_logits: bool = False) -> tuple[int, int]:
-    """Classify ``stdin`` line by line into ``stdout``; returns (lines, lines with errors)."""
+    """Classify ``stdin`` (text or bytes) line by line into ``stdout``; returns (inputs, inputs with errors)."""
     total = errors = 0
     n_texts = len(classifier.text_keys)
     for part in chunks(stdin, chunk):
@@ -66,7 +86,7 @@ def predict_stream(classifier, stdin: TextIO, stdout: TextIO, fmt: str = "auto",
         good: list[tuple[int, tuple[str, ...]]] = []
         for n, line in part:
             try:
-                good.append((n, classifier.normalize(parse_line(line, fmt, n_texts))))
+                good.append((n, classifier.normalize(parse_line(decode_line(line, n), fmt, n_texts))))
             except InputError as e:
                 results[n] = {"line": n, "error": str(e)}
         preds = classifier.predict([t for _, t in good], batch_size=batch_size, return_logits=return_logits)
@@ -80,16 +100,11 @@ def predict_stream(classifier, stdin: TextIO, stdout: TextIO, fmt: str = "auto",
     return total, errors
 
 
-def main(args) -> int:
-    from .classifier import Classifier
-
-    clf = Classifier.load(args.bundle, provider=args.provider, threads=args.threads, batch_size=args.batch_size)
-    stdin = sys.stdin
-    if hasattr(stdin, "reconfigure"):
-        stdin.reconfigure(errors="replace")  # undecodable bytes become U+FFFD instead of a crash
+def main(args, clf) -> int:
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)  # bytes: each line decoded alone (decode_line)
     total, errors = predict_stream(clf, stdin, sys.stdout, args.format, args.batch_size, args.chunk, args.logits)
     if total == 0:
-        print("glp-runtime: error: no input on stdin; pipe one text per line (or JSON lines) into the command",
+        print("glp-runtime: error: no input on stdin (blank lines are skipped); pipe one text per line (or JSON lines) into the command",
               file=sys.stderr)
         return 2
     if errors:

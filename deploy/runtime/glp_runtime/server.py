@@ -9,12 +9,15 @@ Endpoints (JSON in, JSON out)::
                     or {"inputs": [input, ...]} (forms as in glp_runtime.inputs)
                     -> {"predictions": [{"label", "label_id", "scores", "truncated"}, ...]} in input order
 
-Bad requests get a 4xx status and ``{"error": "..."}``, and the server keeps serving: 400 malformed
-request line (or HTTP/0.9), malformed JSON, JSON nested deeper than ``MAX_DEPTH`` levels, undecodable
-body, text that is not valid Unicode (a lone surrogate such as ``"\ud800"``), wrong or empty fields;
-404 unknown path; 405 wrong method (PUT, DELETE, PATCH, HEAD, OPTIONS, ... on any path, POST on
-/health or /info, GET on /predict); 411 no Content-Length; 413 body over ``--max-body-bytes`` or more
-than ``--max-inputs`` inputs. A failure inside the model answers 500 for the requests of that batch only.
+Bad requests get a 4xx status and ``{"error": "..."}``, and the server keeps serving. The checks and their
+messages live in ``glp_runtime.api``, shared with the Ray Serve deployment: 400 malformed request line (or
+HTTP/0.9), malformed JSON, JSON nested deeper than ``api.MAX_DEPTH`` levels, undecodable body, text that is
+not valid Unicode (a lone surrogate such as ``"\ud800"``), wrong or empty fields; 404 unknown path; 405 wrong
+method (PUT, DELETE, PATCH, HEAD, OPTIONS, ... on any path, POST on /health or /info, GET on /predict); 411
+no Content-Length; 413 body over ``--max-body-bytes`` or more than ``--max-inputs`` inputs; 415 a POST that
+is not ``Content-Type: application/json``; 421 a Host header that does not name this server (``--allowed-host``);
+503 more than ``--max-pending`` requests in progress (with ``Retry-After: 1``). A failure inside the model
+answers 500 for the requests of that batch only. A client that disconnects is dropped without a traceback.
 
 Batching: request threads hand their inputs to one batcher thread, which takes every request already
 waiting (and waits at most ``--max-wait-ms`` for more, up to ``--max-batch`` inputs), runs them as one
@@ -25,7 +28,6 @@ not batch-invariant (int8, dynamically quantized) runs each input alone (``Class
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -36,23 +38,20 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .bundle import InputError
+from . import api
+from .api import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_INPUTS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_WAIT_MS,
+    RequestError,
+)
 
-DEFAULT_MAX_BODY = 1 << 20  # bytes
-DEFAULT_MAX_INPUTS = 256
-DEFAULT_MAX_BATCH = 64
-DEFAULT_MAX_WAIT_MS = 2.0
 DRAIN_LIMIT = 16 << 20  # an oversized body up to this size is read and dropped so the client sees the 413
 REQUEST_TIMEOUT_S = 60.0
 SOCKET_TIMEOUT_S = 30.0
-MAX_DEPTH = 32  # JSON nesting accepted in a body (inputs need 3: {"inputs": [[a, b]]})
 REFUSED_METHODS = ("PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT")
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -136,75 +135,27 @@ class Batcher:
             return dict(self.stats)
 
 
-def nesting_depth(obj: object) -> int:
-    """How deeply lists and objects nest in ``obj`` (iterative: no recursion limit to hit)."""
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, dict | list):
-            deepest = max(deepest, d)
-            if d <= MAX_DEPTH:
-                stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
-    return deepest
-
-
-def decode_body(body: bytes) -> object:
-    """The JSON of a request body (RequestError 400 for undecodable, malformed or too deeply nested JSON)."""
-    too_deep = f"the JSON is nested deeper than {MAX_DEPTH} levels; send {{\"inputs\": [...]}} of texts"
-    try:
-        obj = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RequestError(400, "the body is not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise RequestError(400, f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except RecursionError:
-        raise RequestError(400, too_deep) from None
-    if nesting_depth(obj) > MAX_DEPTH:
-        raise RequestError(400, too_deep)
-    return obj
-
-
-def parse_request(obj: object, classifier, max_inputs: int) -> list[tuple[str, ...]]:
-    """The inputs of a /predict body (RequestError 400/413 naming what is wrong)."""
-    if isinstance(obj, dict) and "inputs" in obj:
-        items = obj["inputs"]
-        if not isinstance(items, list):
-            raise RequestError(400, f'"inputs" must be a list, got {type(items).__name__}')
-        if not items:
-            raise RequestError(400, '"inputs" is empty; send at least one input')
-        if len(items) > max_inputs:
-            raise RequestError(413, f"{len(items)} inputs in one request; the limit is {max_inputs} (--max-inputs)")
-        out = []
-        for i, item in enumerate(items):
-            try:
-                out.append(classifier.normalize(item))
-            except InputError as e:
-                raise RequestError(400, f"inputs[{i}]: {e}") from None
-        return out
-    try:
-        return [classifier.normalize(obj)]
-    except InputError as e:
-        raise RequestError(400, str(e)) from None
-
-
 class App:
-    """What the handlers share: the classifier, the batcher and the limits."""
+    """What the handlers share: the classifier, the batcher, the limits and the Host check."""
 
     def __init__(self, classifier, max_batch=DEFAULT_MAX_BATCH, max_wait_ms=DEFAULT_MAX_WAIT_MS,
-                 max_body_bytes=DEFAULT_MAX_BODY, max_inputs=DEFAULT_MAX_INPUTS, access_log=False):
+                 max_body_bytes=DEFAULT_MAX_BODY, max_inputs=DEFAULT_MAX_INPUTS, max_pending=DEFAULT_MAX_PENDING,
+                 access_log=False, allowed_hosts=()):
         self.classifier = classifier
         self.batcher = Batcher(classifier, max_batch, max_wait_ms)
         self.max_body = int(max_body_bytes)
         self.max_inputs = int(max_inputs)
+        self.max_pending = int(max_pending)
+        self.pending = threading.BoundedSemaphore(self.max_pending)
         self.access_log = access_log
+        self.allowed_hosts = list(allowed_hosts)
+        self.hosts: api.HostCheck | None = None  # set once the port is bound
         self.started = time.monotonic()
         self.summary = classifier.bundle.summary()
 
     def health(self) -> dict:
-        m = self.summary["model"]
-        return {"status": "ok", "task": self.summary["task"], "provider": self.classifier.provider,
-                "model": {k: m.get(k) for k in ("name", "depth", "original_depth", "variant") if k in m},
-                "uptime_s": round(time.monotonic() - self.started, 3), "stats": self.batcher.snapshot()}
+        return api.health(self.summary, self.classifier.provider, time.monotonic() - self.started,
+                          self.batcher.snapshot())
 
 
 def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
@@ -217,10 +168,12 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 sys.stderr.write(f"{self.address_string()} - {fmt % args}\n")
 
         def _send(self, status: int, obj: dict, allow: str | None = None) -> None:
-            body = json.dumps(obj, ensure_ascii=False).encode("utf-8", "backslashreplace")  # lone surrogates
+            body = api.encode(obj)
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            if status == 503:
+                self.send_header("Retry-After", "1")
             if allow:
                 self.send_header("Allow", allow)
             if self.close_connection:
@@ -252,30 +205,59 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
 
         def refuse_method(self):
             self.close_connection = True
-            self._send(405, {"error": f"{self.command} is not served; use GET /health, GET /info or POST /predict"},
-                       allow="GET, POST")
+            self._drain_body()
+            try:
+                api.check_route(self.command, self.path.split("?", 1)[0])
+            except RequestError as e:
+                self._send(e.status, {"error": str(e)}, allow=api.ALLOW)
+
+        def _drain_body(self, limit: int = DRAIN_LIMIT) -> None:
+            """Read and drop a body of up to ``limit`` bytes before an early answer: closing a socket with
+            unread data resets it, and the client would lose the answer."""
+            try:
+                left = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return
+            if left > limit:
+                return
+            while left > 0:
+                got = self.rfile.read(min(left, 1 << 16))
+                if not got:
+                    break
+                left -= len(got)
+
+        def _route(self) -> str:
+            """The path, after the route and Host checks (RequestError otherwise)."""
+            path = self.path.split("?", 1)[0]
+            api.check_route(self.command, path)
+            app.hosts.check(self.headers.get("Host"), http11=self.request_version == "HTTP/1.1")
+            return path
 
         def do_GET(self):  # noqa: N802 - BaseHTTPRequestHandler's name
-            path = self.path.split("?", 1)[0]
-            if path == "/health":
-                self._send(200, app.health())
-            elif path == "/info":
-                self._send(200, app.summary)
-            elif path == "/predict":
-                self._error(405, "use POST /predict with a JSON body")
-            else:
-                self._error(404, f"no such endpoint {path!r}; use GET /health, GET /info or POST /predict")
+            try:
+                path = self._route()
+            except RequestError as e:
+                self._error(e.status, str(e))
+                return
+            self._send(200, app.health() if path == "/health" else app.summary)
 
         def do_POST(self):  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path != "/predict":
+            try:
+                self._route()
+            except RequestError as e:
                 self.close_connection = True
-                status = 405 if path in ("/health", "/info") else 404
-                self._error(status, f"POST {path} is not served; use POST /predict")
+                self._drain_body(app.max_body)
+                self._error(e.status, str(e))
+                return
+            if not app.pending.acquire(blocking=False):
+                self.close_connection = True
+                self._drain_body(app.max_body)
+                self._error(503, str(api.overload(app.max_pending)))
                 return
             try:
-                obj = decode_body(self._read_body())
-                items = parse_request(obj, app.classifier, app.max_inputs)
+                api.check_content_type(self.headers.get("Content-Type"))
+                obj = api.decode_body(self._read_body())
+                items = api.parse_request(obj, app.classifier, app.max_inputs)
                 try:
                     preds = app.batcher.submit(items).result(timeout=REQUEST_TIMEOUT_S)
                 except FutureTimeout:
@@ -287,34 +269,18 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             except Exception as e:  # noqa: BLE001 - one failed request must not stop the server
                 self._error(500, f"internal error: {type(e).__name__}: {e}")
+            finally:
+                app.pending.release()
 
         def _read_body(self) -> bytes:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                self.close_connection = True
-                raise RequestError(411, "chunked bodies are not supported; send a Content-Length")
-            length = self.headers.get("Content-Length")
-            if length is None:
-                self.close_connection = True
-                raise RequestError(411, "a Content-Length header is required")
             try:
-                n = int(length)
-                if n < 0:
-                    raise ValueError
-            except ValueError:
+                n = api.check_length(self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding"),
+                                     app.max_body)
+            except RequestError as e:
                 self.close_connection = True
-                raise RequestError(400, f"bad Content-Length {length!r}") from None
-            if n > app.max_body:
-                self.close_connection = True
-                if n <= DRAIN_LIMIT:  # read and drop it, so the client gets to read our answer
-                    left = n
-                    while left > 0:
-                        got = self.rfile.read(min(left, 1 << 16))
-                        if not got:
-                            break
-                        left -= len(got)
-                raise RequestError(413, f"the body has {n} bytes; the limit is {app.max_body} (--max-body-bytes)")
-            if n == 0:
-                raise RequestError(400, "the body is empty; send a JSON input")
+                if e.status == 413:  # read and drop it, so the client gets to read our answer
+                    self._drain_body()
+                raise
             body = self.rfile.read(n)
             if len(body) < n:
                 self.close_connection = True
@@ -333,6 +299,16 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address, app: App):
         self.app = app
         super().__init__(address, make_handler(app))
+        app.hosts = api.HostCheck(address[0], self.server_address[1], app.allowed_hosts)
+
+    def handle_error(self, request, client_address):
+        """A client that left (reset, closed, timed out) is not the server's error: no traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, ConnectionError | TimeoutError):
+            if self.app.access_log:
+                sys.stderr.write(f"{client_address[0]} - connection lost ({type(err).__name__})\n")
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(classifier, host: str = "127.0.0.1", port: int = 8000, **limits) -> Server:
@@ -340,19 +316,20 @@ def make_server(classifier, host: str = "127.0.0.1", port: int = 8000, **limits)
     return Server((host, port), App(classifier, **limits))
 
 
-def main(args) -> int:
-    from .classifier import Classifier
-
-    clf = Classifier.load(args.bundle, provider=args.provider, threads=args.threads, batch_size=args.batch_size)
+def main(args, clf) -> int:
     try:
         server = make_server(clf, args.host, args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
-                             access_log=args.access_log)
+                             max_pending=args.max_pending, access_log=args.access_log,
+                             allowed_hosts=args.allowed_host)
     except OSError as e:
         print(f"glp-runtime: error: cannot listen on {args.host}:{args.port} ({e.strerror}); "
               "pick another --port", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
+    warning = api.not_loopback_warning(args.host)
+    if warning:
+        print(f"glp-runtime: warning: {warning}", file=sys.stderr, flush=True)
     s = clf.bundle.summary()
     m = s["model"]
     print(f"glp-runtime: serving {s['task']} ({m.get('name')}, depth {m.get('depth')}, {m.get('variant')}, "
@@ -365,4 +342,3 @@ def main(args) -> int:
         server.server_close()
         server.app.batcher.close()
     return 0
-
