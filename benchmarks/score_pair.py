@@ -115,8 +115,8 @@ def main() -> int:
         stage = tmp / "out"
         stage.mkdir()
         for f in sorted((tmp / "good-onnx").iterdir()):
-            if f.is_file() and f.name != "model.onnx" and f.name != "config.json":
-                shutil.copy2(f, stage / f.name)  # the tokenizer files
+            if f.is_file() and f.name != "model.onnx":
+                shutil.copy2(f, stage / f.name)  # the tokenizer files and config.json (its label names)
         shutil.copy2(tmp / "good-onnx" / "model.onnx", stage / "good.onnx")
         shutil.copy2(tmp / "worse-onnx" / "model.onnx", stage / "worse.onnx")
         for f in ("train.csv", "dev.csv"):

@@ -75,6 +75,20 @@ def _quantized(onnx: Path) -> bool:
         return False
 
 
+def config_labels(config: Path) -> list[str] | None:
+    """The class names a transformers ``config.json`` beside an ONNX file gives (None: absent or generic
+    ``LABEL_k`` names, which say nothing about the task)."""
+    import json
+    import re
+
+    try:
+        id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
+        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return None if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
+
+
 def _bundle(spec: str, role: str, variant: str | None) -> Side:
     import glp_runtime as rt
 
@@ -117,6 +131,7 @@ def resolve_side(spec: str, role: str, model: str | None = None, variant: str | 
         side.task = task_of_run(run.config) if run.config.get("task") else None
         side.max_length = int(run.config.get("max_length", DEFAULT_MAX_LENGTH))
         side.data_dir = run.config.get("data_dir")
+    side.info["labels"] = config_labels(onnx.parent / "config.json")
     side.tokenizer_dir = _tokenizer_dir(onnx, run, side.model)
     if side.tokenizer_dir is None:
         raise GateInputError(f"{role} {onnx}: no tokenizer beside it (tokenizer.json, vocab.txt, ...); put the model's "
@@ -152,6 +167,12 @@ def common_task(sides: list[Side], task_spec: str | None):
                                      f"{list(given.label_names)}; pass the bundle's own task file")
             s.task = given
     known = [s for s in sides if s.task is not None]
+    for s in sides:
+        labels, task = s.info.get("labels"), s.task or given
+        if s.kind != "bundle" and labels and task is not None and not task.is_regression \
+                and labels != list(task.label_names):
+            raise GateInputError(f"{s.role} {s.path}: its config.json names labels {labels}, task {task.name} has "
+                                 f"{list(task.label_names)}; it is a model of another task")
     if given is not None:
         for s in known:
             diff = same_task(s.task, given)
@@ -167,6 +188,8 @@ def common_task(sides: list[Side], task_spec: str | None):
     if task is None:
         raise GateInputError(f"{sides[0].source} and {sides[1].source} lie outside a run directory: pass --task "
                              "(a GLUE task or a .toml task file) and, for a GLUE task other than the bundled CoLA, --data-dir")
+    for s in sides:
+        s.task = s.task or task
     return task
 
 

@@ -61,6 +61,7 @@ def run_score_gate(base_spec: str, cand_spec: str, opts: ScoreGateOptions, conso
     """Resolve, score and decide. Bad input raises before any model runs."""
     from rich.console import Console
 
+    from ..core.errors import GateInputError
     from ..data.loaders import describe_data, load_task_data
     from ..export.validate import CPU, CUDA, require_provider
     from . import decide, score_decide
@@ -70,6 +71,10 @@ def run_score_gate(base_spec: str, cand_spec: str, opts: ScoreGateOptions, conso
     max_drop = score_decide.DEFAULT_MAX_DROP if opts.max_drop is None else opts.max_drop
     alpha = score_decide.DEFAULT_ALPHA if opts.alpha is None else opts.alpha
     resamples = opts.resamples or score_decide.DEFAULT_RESAMPLES
+    if resamples < 100:
+        raise GateInputError(f"--resamples {resamples} is too few for a {100 * (1 - alpha):g}% bound; use at least 100")
+    if not 0 < alpha < 0.5:
+        raise GateInputError(f"--alpha {alpha:g} is not a one-sided significance level; use one below 0.5, e.g. 0.05")
     sides = [resolve_side(base_spec, "baseline", opts.model, opts.variant),
              resolve_side(cand_spec, "candidate", opts.model, opts.variant)]
     task = common_task(sides, opts.task)
