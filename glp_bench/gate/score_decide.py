@@ -6,7 +6,7 @@ than ``max_drop`` points? Pure: predictions and gold labels in, a verdict out (n
   ``metric(candidate) - metric(baseline)`` in points (metric x 100), so whatever both models get right or
   wrong together cancels. The metric is the task's own function (MCC, F1, accuracy, Pearson, ...), which
   need not be a mean over examples, so a bootstrap is the test that fits every task. Percentile interval
-  (BCa is undefined when the two models agree on every example). ``lo``/``hi`` are the one-sided
+  (BCa would add a jackknife of 2n metric calls and is undefined when the models agree on every example). ``lo``/``hi`` are the one-sided
   ``1 - alpha`` bounds (the two-sided ``1 - 2 alpha`` interval).
 
   - **regression** (exit 1): ``hi < -max_drop``: worse by more than max_drop, significant at alpha
