@@ -20,7 +20,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 def test_every_versioned_format_has_a_schema():
     assert {p.name.split(".")[0] for p in SCHEMAS.glob("*.schema.json")} == {
-        "run", "export", "latency", "report", "bundle", "gate"}
+        "run", "export", "latency", "report", "bundle", "gate", "score_gate"}
     for p in SCHEMAS.glob("*.schema.json"):
         jsonschema.Draft202012Validator.check_schema(json.loads(p.read_text()))
 

@@ -1,4 +1,5 @@
-"""glp-bench gate: is a candidate ONNX model slower than a baseline? The exit status is the verdict.
+"""glp-bench gate: is a candidate ONNX model slower than a baseline (or, with ``--scores``, worse on the dev
+set: ``glp_bench.gate.score_stage``)? The exit status is the verdict.
 
 The measurement, the decision and the ``--json`` document (format ``glp-bench-gate``) are the gate stage's,
 ``glp_bench.gate.stage``; this module parses the arguments and renders the evidence
@@ -12,7 +13,8 @@ from ._common import non_negative_float, non_negative_int, positive_float, posit
 
 def add_parser(sub):
     p = sub.add_parser(
-        "gate", help="CI regression gate on inference time: exit 0 no regression, 1 regression, 2 undecided",
+        "gate", help="CI regression gate on inference time (or dev scores: --scores): exit 0 no regression, 1 "
+        "regression, 2 undecided",
         description="Decide whether CANDIDATE is slower than BASELINE; the exit status is the verdict (0 = no "
         "regression, 1 = regression, 2 = could not decide / bad input), with tables of the evidence. Same-job A/B "
         "(BASELINE is an ONNX model, export folder or run directory): both are measured now in --rounds fresh worker "
@@ -50,7 +52,8 @@ def add_parser(sub):
     p.add_argument("--factor", type=positive_float, default=None,
                    help="slowdown ratio beyond which a significant difference is a regression "
                    "(default 1.10 same-job, 1.25 against a stored baseline)")
-    p.add_argument("--alpha", type=probability, default=0.01, help="significance level (default 0.01)")
+    p.add_argument("--alpha", type=probability, default=None,
+                   help="significance level (default 0.01 for timing, 0.05 one-sided with --scores)")
     p.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                    help="what is compared in same-job mode: cpu = CPU time per inference (immune to other processes "
                    "competing for the cores), wall = wall-clock latency; auto (default): cpu for 1 CPU thread, else wall. "
@@ -60,7 +63,70 @@ def add_parser(sub):
     p.add_argument("--structure", choices=("fail", "report"), default="fail",
                    help="structural regressions fail the gate (default) or are only reported")
     p.add_argument("--json", default=None, help="write the verdict and all evidence to this file")
+    g = p.add_argument_group(
+        "score gate (--scores)",
+        "Is CANDIDATE worse than BASELINE on the task's dev examples? Both (run directories, export or depth "
+        "folders, .onnx files with their tokenizer beside them, or deploy bundles; --model/--variant as above) are "
+        "scored through ONNX Runtime on the same dev split; a paired bootstrap of the task's main metric decides: "
+        "exit 1 when the candidate is worse by more than --max-drop points with one-sided significance, 2 when it "
+        "could be but that is not significant, 0 otherwise")
+    g.add_argument("--scores", action="store_true", help="compare dev scores instead of inference time")
+    g.add_argument("--max-drop", type=non_negative_float, default=None,
+                   help="points (metric x 100) the candidate may lose (default 1.0)")
+    g.add_argument("--task", default=None,
+                   help="the task (GLUE name or .toml task file) when a side is an .onnx file outside a run, or a "
+                   "bundle of a custom task (default: the run's or the bundle's)")
+    g.add_argument("--data-dir", default=None, help="the task's data folder (default: the run's, $GLP_BENCH_DATA, "
+                   "the bundled CoLA)")
+    g.add_argument("--resamples", type=positive_int, default=None, help="bootstrap resamples (default 1000)")
     return p
+
+
+SCORE_ONLY = ("max_drop", "task", "data_dir", "resamples")
+TIMING_ONLY = ("key", "batch", "seq", "rounds", "min_runs", "min_time", "warmup", "factor")
+
+
+def _check_mode(args) -> None:
+    """Options of the other mode are bad input, not silently ignored."""
+    from ..core.errors import GlpError
+
+    wrong = TIMING_ONLY if args.scores else SCORE_ONLY
+    given = [f"--{k.replace('_', '-')}" for k in wrong if getattr(args, k, None) is not None]
+    if args.scores and (args.clock != "auto" or not args.remeasure or args.structure != "fail"):
+        given.append("--clock/--no-remeasure/--structure")
+    if given:
+        raise GlpError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} "
+                       + ("for the timing gate, not --scores; drop it" if args.scores
+                          else "for the score gate: add --scores"))
+
+
+def _run_scores(args) -> int:
+    from rich.console import Console
+
+    from ..core.jsonio import atomic_write_json, stamp
+    from ..core.preflight import writable_file
+    from ..gate import decide
+    from ..gate.render import outcome_text, score_tables
+    from ..gate.score_stage import JSON_FORMAT, JSON_VERSION, ScoreGateOptions, document, run_score_gate
+    from ._common import quiet_hf
+
+    quiet_hf()
+    if args.json:
+        writable_file(args.json, "--json")
+    base_spec, cand_spec = _specs(args)
+    r = run_score_gate(base_spec, cand_spec, ScoreGateOptions.from_args(args))
+    out = Console()
+    for table in score_tables(r):
+        out.print(table)
+    out.print(outcome_text(r.outcome))
+    out.print(f"score gate took {r.seconds:.1f} s")
+    if args.json:
+        atomic_write_json(args.json, stamp(JSON_FORMAT, JSON_VERSION, document(r)))
+    if r.outcome.exit_code == decide.EXIT_UNDECIDED:
+        from ..core.errors import GlpError
+
+        raise GlpError(f"could not decide: {r.verdict.reason}")
+    return r.outcome.exit_code
 
 
 
@@ -89,6 +155,11 @@ def run(args) -> int:
     from ..gate.render import outcome_text, sides_table, structure_table, timing_table
     from ..gate.stage import JSON_FORMAT, JSON_VERSION, GateOptions, document, run_gate, short_path
 
+    _check_mode(args)
+    if args.scores:
+        return _run_scores(args)
+    if args.alpha is None:
+        args.alpha = decide.DEFAULT_ALPHA
     if args.factor is not None and args.factor <= 1:
         raise GlpError(f"--factor must be > 1 (a slowdown ratio such as 1.10), got {args.factor}")
     if args.json:

@@ -88,3 +88,35 @@ def outcome_text(outcome: Outcome) -> Text:
     for r in outcome.reasons:
         text.append(f"\n  {r}", style="")
     return text
+
+
+def _pts(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.2f}"
+
+
+def score_tables(r) -> list[Table]:
+    """The score gate's evidence (``glp_bench.gate.score_stage.ScoreGateResult``): each side's dev scores, and the
+    paired decision."""
+    from .stage import short_path
+
+    v, task = r.verdict, r.task
+    metrics = list(r.scores[0])
+    t = Table(title=f"dev scores ({task.name} {r.split}, {v.n_examples} examples, ONNX Runtime)",
+              caption=f"main metric: {task.main_metric}")
+    for col, just in [("side", "left"), ("model", "left"), ("variant", "left")] + [(m, "right") for m in metrics] + [
+            ("scoring s", "right")]:
+        t.add_column(col, justify=just)
+    for s, scores, sec in zip(r.sides, r.scores, r.seconds_per_side, strict=True):
+        t.add_row(s.role, s.model or short_path(s.path), s.variant or "-", *[f"{scores[m]:.4f}" for m in metrics], f"{sec:.1f}")
+    d = Table(title="score decision (points = metric x 100; candidate - baseline)",
+              caption=f"regression = the one-sided {1 - v.alpha:.0%} upper bound below -{v.max_drop:g}; no regression = "
+                      f"the lower bound at or above -{v.max_drop:g}; otherwise undecided ({v.test}, "
+                      f"{v.n_resamples} resamples)")
+    for col, just in (("delta", "right"), (f"{100 * (1 - 2 * v.alpha):g}% CI", "right"), ("p worse", "right"),
+                      ("examples test", "left"), ("p", "right"), ("verdict", "left")):
+        d.add_column(col, justify=just)
+    counts = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in v.examples_counts.items())
+    name = "Wilcoxon |error|" if "Wilcoxon" in v.examples_test else "McNemar"
+    d.add_row(_pts(v.delta), f"[{_pts(v.lo)}, {_pts(v.hi)}]", _p(v.p_worse), f"{name}: {counts}",
+              _p(v.examples_p), Text(v.status, style=STYLE.get(v.status, "")))
+    return [t, d]
