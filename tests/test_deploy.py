@@ -60,7 +60,7 @@ def run_runtime(*args: str, stdin: str | bytes | None = None, timeout: int = 120
     return proc
 
 
-def runtime_error(proc, fragment: str, code: int = 2) -> None:
+def assert_runtime_error(proc, fragment: str, code: int = 2) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.startswith("glp-runtime: error:")]
@@ -268,7 +268,7 @@ def test_predict_bad_lines_are_reported_and_the_rest_classified(fp32_bundle):
     # undecodable bytes are an error of their line, not a crash (tests/test_runtime_limits.py)
     proc = run_runtime("predict", str(fp32_bundle), stdin=b"caf\xe9 is good .\n")
     assert proc.returncode == 1 and "not UTF-8" in read_jsonl(proc.stdout)[0]["error"], proc.stderr
-    runtime_error(run_runtime("predict", str(fp32_bundle), stdin=""), "no input on stdin")
+    assert_runtime_error(run_runtime("predict", str(fp32_bundle), stdin=""), "no input on stdin")
 
 
 def test_pair_inputs_tokenize_like_transformers(fp32_bundle, tmp_path):
@@ -336,35 +336,35 @@ def test_tampered_or_incomplete_bundle_is_refused(fp32_bundle, tmp_path):
     data = bytearray((b / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, same size
     (b / "model.onnx").write_bytes(bytes(data))
-    runtime_error(run_runtime("predict", str(b), stdin="a b c\n"), "model.onnx does not match its sha256")
+    assert_runtime_error(run_runtime("predict", str(b), stdin="a b c\n"), "model.onnx does not match its sha256")
 
     b = copy("labels")
     rt = json.loads((b / "runtime.json").read_text())
     rt["task"]["labels"] = ["acceptable", "unacceptable"]
     (b / "runtime.json").write_text(json.dumps(rt))
-    runtime_error(run_runtime("verify", str(b)), "runtime.json has")  # size or sha256 differs
+    assert_runtime_error(run_runtime("verify", str(b)), "runtime.json has")  # size or sha256 differs
 
     b = copy("missing")
     (b / "tokenizer.json").unlink()
-    runtime_error(run_runtime("serve", str(b), "--port", "0"), "tokenizer.json is missing")
+    assert_runtime_error(run_runtime("serve", str(b), "--port", "0"), "tokenizer.json is missing")
 
     b = copy("unlisted")
     m = json.loads((b / "bundle.json").read_text())
     del m["files"]["tokenizer.json"]
     (b / "bundle.json").write_text(json.dumps(m))
-    runtime_error(run_runtime("verify", str(b)), "does not list tokenizer.json")
+    assert_runtime_error(run_runtime("verify", str(b)), "does not list tokenizer.json")
 
     b = copy("newer")
     m["version"] = 99
     (b / "bundle.json").write_text(json.dumps(m))
-    runtime_error(run_runtime("verify", str(b)), "upgrade glp-runtime")
+    assert_runtime_error(run_runtime("verify", str(b)), "upgrade glp-runtime")
 
     b = copy("garbled")
     (b / "bundle.json").write_text("{ not json")
-    runtime_error(run_runtime("verify", str(b)), "not valid JSON")
+    assert_runtime_error(run_runtime("verify", str(b)), "not valid JSON")
 
-    runtime_error(run_runtime("verify", str(tmp_path / "nowhere")), "is not a folder")
-    runtime_error(run_runtime("verify", str(tmp_path)), "not a glp-bench bundle")
+    assert_runtime_error(run_runtime("verify", str(tmp_path / "nowhere")), "is not a folder")
+    assert_runtime_error(run_runtime("verify", str(tmp_path)), "not a glp-bench bundle")
 
 
 # --- selection by --max-drop and bad deploy input ------------------------------------------------------------
@@ -461,7 +461,7 @@ def test_cuda_bundle_is_written_anywhere_and_runs_where_cuda_is(tiny_run, tmp_pa
     assert on_cpu.returncode == 0, on_cpu.stderr
     if not ort_has_cuda():
         assert m["self_check"]["provider"] == "CPUExecutionProvider" and "stand-in" in m["self_check"]["note"]
-        runtime_error(run_runtime("predict", str(out), stdin=text), "--provider cpu")
+        assert_runtime_error(run_runtime("predict", str(out), stdin=text), "--provider cpu")
     else:  # pragma: no cover - needs onnxruntime-gpu and a GPU
         assert m["self_check"]["provider"] == "CUDAExecutionProvider"
         assert m["self_check"]["difference"] <= 1e-6

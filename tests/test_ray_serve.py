@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_deploy import BLOCKED, NO_TORCH, run_runtime, runtime_env, runtime_error
+from .test_deploy import BLOCKED, NO_TORCH, assert_runtime_error, run_runtime, runtime_env
 
 SENTENCES = ["the cat sees a good dog .", "a bad idea .", "john gave mary the book quickly and she read it .", "x",
              "word " * 400]
@@ -211,15 +211,15 @@ def test_no_content_length_is_411_on_both(servers):
 def test_bad_ray_options_are_refused(int8_bundle):
     proc = run_runtime("serve", str(int8_bundle), "--ray", "--replicas", "0")
     assert proc.returncode == 2 and "argument --replicas" in proc.stderr and "Traceback" not in proc.stderr
-    runtime_error(run_runtime("serve", str(int8_bundle), "--replicas", "2"), "needs --ray")
-    runtime_error(run_runtime("serve", str(int8_bundle), "--ray-address", "127.0.0.1:6379"), "needs --ray")
+    assert_runtime_error(run_runtime("serve", str(int8_bundle), "--replicas", "2"), "needs --ray")
+    assert_runtime_error(run_runtime("serve", str(int8_bundle), "--ray-address", "127.0.0.1:6379"), "needs --ray")
 
 
 def test_ray_not_installed_is_one_clear_line(int8_bundle):
     no_ray = NO_TORCH.replace(repr(BLOCKED), repr((*BLOCKED, "ray")))
     proc = subprocess.run([sys.executable, "-c", no_ray, "serve", str(int8_bundle), "--ray"], capture_output=True,
                           text=True, env=runtime_env(), timeout=120)
-    runtime_error(proc, "pip install 'glp-runtime[ray]'")
+    assert_runtime_error(proc, "pip install 'glp-runtime[ray]'")
 
 
 @needs_serve
@@ -231,5 +231,5 @@ def test_unreachable_ray_address_is_one_clear_line(address, int8_bundle):
             address = f"127.0.0.1:{s.getsockname()[1]}"
     t0 = time.monotonic()
     proc = run_runtime("serve", str(int8_bundle), "--ray", "--ray-address", address, timeout=120)
-    runtime_error(proc, "cannot reach the Ray cluster" if address.startswith("127") else "is not HOST:PORT")
+    assert_runtime_error(proc, "cannot reach the Ray cluster" if address.startswith("127") else "is not HOST:PORT")
     assert time.monotonic() - t0 < 60

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_deploy import import_runtime, run_runtime, runtime_env, runtime_error
+from .test_deploy import assert_runtime_error, import_runtime, run_runtime, runtime_env
 
 SENTENCES = ["the cat sees a good dog .", "a bad idea .", "john gave mary the book quickly and she read it .", "x"]
 
@@ -44,7 +44,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 def test_bundle_with_an_unlisted_file_is_refused(name, bundles, tmp_path):
     b = Path(shutil.copytree(bundles["fp32"], tmp_path / "b"))
     (b / name).write_text("not from glp-bench deploy")
-    runtime_error(run_runtime("verify", str(b)), f"holds {name}, which bundle.json does not list")
+    assert_runtime_error(run_runtime("verify", str(b)), f"holds {name}, which bundle.json does not list")
     assert run_runtime("verify", str(bundles["fp32"])).returncode == 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO
-from .test_deploy import NO_TORCH, import_runtime, read_jsonl, run_runtime, runtime_env, runtime_error
+from .test_deploy import NO_TORCH, assert_runtime_error, import_runtime, read_jsonl, run_runtime, runtime_env
 
 GOOD = "the cat sees a good dog ."
 
@@ -70,7 +70,7 @@ def test_max_length_beyond_the_positions_is_refused_when_loading(max_length, bun
     b = edit_runtime(bundles["fp32"], tmp_path / "b", lambda rt: rt["tokenizer"].update(max_length=max_length))
     assert run_runtime("verify", str(b)).returncode == 0  # the checksums match: only the model can tell
     proc = run_runtime("predict", str(b), stdin="word " * 400 + "\n")
-    runtime_error(proc, f"max_length {max_length} exceeds the 160 positions")
+    assert_runtime_error(proc, f"max_length {max_length} exceeds the 160 positions")
     assert proc.stdout == ""
     with pytest.raises(import_runtime().BundleError, match="exceeds the 160 positions"):
         import_runtime().Classifier.load(b)
@@ -109,7 +109,7 @@ def test_blank_lines_are_skipped_and_lines_keep_their_numbers(bundles):
     proc = run_runtime("predict", str(bundles["fp32"]), stdin=f"\n{GOOD}\n\n   \n{{\"text\": \"a bad idea .\"}}\n")
     assert proc.returncode == 0, proc.stderr
     assert [o["line"] for o in read_jsonl(proc.stdout)] == [2, 5]
-    runtime_error(run_runtime("predict", str(bundles["fp32"]), stdin="\n \n"), "no input on stdin")
+    assert_runtime_error(run_runtime("predict", str(bundles["fp32"]), stdin="\n \n"), "no input on stdin")
 
 
 # --- issue 32 item 6: thread counts bounded by the machine -------------------------------------------------
@@ -121,7 +121,7 @@ def cpus() -> int:
 def test_threads_beyond_the_cpus_are_refused(command, bundles):
     t0 = time.monotonic()
     proc = run_runtime(command, str(bundles["fp32"]), "--threads", "100000", stdin=GOOD, timeout=60)
-    runtime_error(proc, f"exceeds the {cpus()} CPU(s)")
+    assert_runtime_error(proc, f"exceeds the {cpus()} CPU(s)")
     assert "--threads" in proc.stderr and time.monotonic() - t0 < 30
     proc = run_runtime("predict", str(bundles["fp32"]), "--threads", str(cpus()), stdin=GOOD)
     assert proc.returncode == 0, proc.stderr
