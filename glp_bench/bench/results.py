@@ -137,7 +137,7 @@ def warnings_for(records: list[dict], max_cv: float, budget_mb: float | None) ->
         w = stats.spread_warning(r["key"], r["summary_s"], max_cv)
         if w:
             out.append(w)
-        if r["over_budget"]:
+        if r.get("over_budget"):
             out.append(f"{r['key']}: peak RSS {r['peak_rss_mb']:.0f} MB exceeds the target's memory budget "
                        f"{budget_mb:.0f} MB")
     return out
