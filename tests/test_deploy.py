@@ -385,7 +385,9 @@ def test_max_drop_deploys_what_the_report_recommends(tiny_run, tmp_path):
         assert (m["model"]["name"], m["model"]["variant"]) == (best.name, best.variant)
         assert m["selection"] == {"by": "max-drop", "max_drop_points": drop, "depth": best.depth,
                                   "model": best.name, "variant": best.variant,
-                                  "variant_reason": m["selection"]["variant_reason"]}
+                                  "variant_reason": m["selection"]["variant_reason"], "threads": 1,
+                                  "threads_reason": m["selection"]["threads_reason"]}
+        assert m["selection"]["threads_reason"].startswith("fastest measured on cpu")  # latency ran 1 thread only
         assert m["expected"]["delta_points"] >= -drop - 1e-9
         assert m["self_check"]["status"] == "skipped"
     # 100 points allows anything, so it is the fastest artifact measured
