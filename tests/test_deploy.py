@@ -383,12 +383,77 @@ def test_max_drop_deploys_what_the_report_recommends(tiny_run, tmp_path):
         assert (m["model"]["name"], m["model"]["variant"]) == (best.name, best.variant)
         assert m["selection"] == {"by": "max-drop", "max_drop_points": drop, "depth": best.depth,
                                   "model": best.name, "variant": best.variant,
-                                  "variant_reason": m["selection"]["variant_reason"]}
+                                  "variant_reason": m["selection"]["variant_reason"], "threads": 1,
+                                  "threads_reason": m["selection"]["threads_reason"]}
+        assert m["selection"]["threads_reason"].startswith("fastest measured on cpu")  # latency ran 1 thread only
         assert m["expected"]["delta_points"] >= -drop - 1e-9
         assert m["self_check"]["status"] == "skipped"
     # 100 points allows anything, so it is the fastest artifact measured
     fastest = min((r for r in rows if r.latency_s is not None), key=lambda r: r.latency_s)
     assert json.loads((tmp_path / "d100" / "bundle.json").read_text())["model"]["name"] == fastest.name
+
+
+def test_choose_threads_takes_the_fastest_measured_or_says_it_falls_back():
+    from glp_bench.core.targets import parse_target, resolve_target
+    from glp_bench.deploy.bundle import choose_threads
+
+    def m(threads, seconds, batch=1, seq=128, variant="int8", model="depth-02"):
+        return {"model": model, "variant": variant, "batch": batch, "seq": seq, "threads": threads,
+                "summary_s": {"balanced_median": seconds, "p50": seconds}}
+
+    cpu = resolve_target("cpu")
+    ms = [m(1, 0.004), m(2, 0.008), m(2, 0.001, batch=8), m(2, 0.0005, variant="fp32"), m(4, 0.0001, model="depth-03")]
+    threads, why = choose_threads(cpu, ms, "depth-02", "int8")
+    assert threads == 1 and "fastest measured on cpu" in why and "4.00 ms; 2: 8.00 ms" in why
+    assert choose_threads(cpu, ms + [m(2, 0.004)], "depth-02", "int8")[0] == 1  # a tie: fewer threads
+    only = choose_threads(cpu, [m(2, 0.008)], "depth-02", "int8")
+    assert only[0] == 2 and "the only thread count measured" in only[1]
+    assert choose_threads(cpu, ms, "depth-02", "int8", override=3) == (3, "chosen with --threads")
+    board = parse_target({"threads": [1, 4]}, "board")
+    threads, why = choose_threads(board, [], "depth-02", "int8")
+    assert threads == 4 and "not measured on board" in why and "target's default" in why
+    assert choose_threads(cpu, [], "depth-02", "int8")[0] == 0  # "physical": ONNX Runtime's default
+
+
+def test_deploy_runs_with_the_threads_the_latency_measured_fastest(tiny_run, tmp_path):
+    from glp_bench.bench import results
+    from glp_bench.deploy.bundle import deploy
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs to measure 1 and 2 threads")
+    run, _ = tiny_run
+    board = tmp_path / "two.toml"
+    board.write_text('threads = [1, 2]\nvariants = ["int8"]\nbatch_sizes = [1]\nseq_lengths = [32]\n')
+    proc = run_cli("latency", "--run", str(run), "--device", str(board), "--sweep", "full", "--rounds", "1",
+                   "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--no-torch")
+    assert proc.returncode == 0, proc.stderr
+    lat_path = run / "latency" / "two.json"
+
+    def deployed(out):
+        res = deploy(run, str(board), out, depth=1, check=False, force=True)
+        session = json.loads((out / "runtime.json").read_text())["session"]
+        sel, head = res.manifest["selection"], res.manifest["latency"]["headline"]
+        assert sel["threads"] == session["intra_op_threads"] == head["threads"]  # recorded where the runtime reads
+        clf = import_runtime().Classifier.load(out)
+        assert clf.session.get_session_options().intra_op_num_threads == sel["threads"]
+        return sel, head
+
+    def timed():
+        return {x["threads"]: x["summary_s"]["balanced_median"] for x in results.load(lat_path)["measurements"]
+                if x["model"] == "depth-01" and x["variant"] == "int8"}
+
+    sel, head = deployed(tmp_path / "b1")
+    t = timed()
+    assert set(t) == {1, 2} and sel["threads"] == min(t, key=lambda k: (t[k], k))
+    assert head["latency_ms"] == pytest.approx(t[sel["threads"]] * 1000)
+    # make the chosen thread count measure 10x slower: the other one is deployed
+    doc = results.load(lat_path)
+    for x in doc["measurements"]:
+        if x["model"] == "depth-01" and x["variant"] == "int8" and x["threads"] == sel["threads"]:
+            x["summary_s"] = {k: v * 10 if isinstance(v, float) and k != "cv" else v for k, v in x["summary_s"].items()}
+    results.save(lat_path, doc)
+    again, _ = deployed(tmp_path / "b2")
+    assert again["threads"] == 3 - sel["threads"] and "fastest measured on two" in again["threads_reason"]
 
 
 def test_deploy_bad_input(tiny_run, tmp_path):

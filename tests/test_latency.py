@@ -312,3 +312,173 @@ def test_bad_input_gives_one_clear_error(tiny_run, tmp_path):
         assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--device", "cuda", *quick),
                            "CUDAExecutionProvider is not available")
     assert not (tiny_run / "latency" / "cuda.json").exists()
+
+
+# --- options checked against the model and the machine (issue 32.3, 32.6) ---------------------------------
+
+
+QUICK = ("--rounds", "1", "--min-runs", "2", "--min-time", "0", "--warmup", "1", "--no-torch", "--variants", "int8")
+
+
+def test_options_beyond_the_model_or_the_machine_are_refused_before_any_work(tiny_run, tmp_path):
+    out = tmp_path / "cpu.json"
+    proc = run_cli("latency", "--run", str(tiny_run), "--threads", "1", "--batch-sizes", "1", "--seq-lengths", "8",
+                   "--out", str(out), *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    good = out.read_bytes()
+    cpus = len(os.sched_getaffinity(0))
+    assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--seq-lengths", "8,200", "--out", str(out), *QUICK),
+                       "--seq-lengths asks for sequence length 200 but depth-04 has 160 positions")
+    assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--threads", "100000", "--out", str(out), *QUICK),
+                       f"may use {cpus} CPU(s)")
+    board = tmp_path / "board.toml"
+    board.write_text(f"threads = [{cpus + 1}]\nseq_lengths = [8]\n")
+    assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--device", str(board), "--out", str(out), *QUICK),
+                       f"'threads' of target file {board} asks for {cpus + 1} threads")
+    from glp_bench.bench import limits
+
+    available = limits.available_mb()
+    # a batch far beyond this machine's memory (over 8 TB by the estimate at this seq)
+    assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--batch-sizes", "1,10000000", "--seq-lengths", "160",
+                               "--out", str(out), *QUICK), "--batch-sizes: batch 10000000 x seq 160")
+    assert out.read_bytes() == good  # nothing measured, nothing rewritten
+    assert available is None or available > 0
+
+
+def test_memory_estimate_bounds_a_real_worker_and_refuses_what_does_not_fit(tiny_run):
+    from glp_bench.bench import limits
+    from glp_bench.bench.plan import make_plan
+    from glp_bench.core.errors import DeviceError
+    from glp_bench.core.rundir import RunDir
+    from tests.conftest import tiny_config
+
+    shape = limits.read_shape(tiny_run / "depth-04" / "onnx")
+    assert (shape.hidden, shape.heads, shape.intermediate, shape.max_positions) == (32, 2, 64, 160)
+    roberta = limits.ModelShape.from_config(tiny_config("roberta").to_dict())
+    assert roberta.max_positions == 160 - 1  # positions start after the padding index (0)
+    distil = limits.ModelShape.from_config(tiny_config("distilbert").to_dict())
+    assert (distil.hidden, distil.heads, distil.intermediate) == (32, 2, 64)
+    # the estimate is above what a real worker's session grows by, from batch 1 to a large batch
+    model = str(tiny_run / "depth-04" / "onnx" / "model.onnx")
+    small, big = (runner.run_worker(BenchConfig(model, batch=b, seq=160), warmup=1, min_runs=1, min_time=0, max_time=30)
+                  for b in (1, 256))
+    grown_mb = big["session_rss_mb"] - small["session_rss_mb"]
+    assert 0 < grown_mb <= 255 * shape.sequence_bytes(160) / limits.MB
+    # the plan refuses a batch whose estimate exceeds the memory available, and says which batch fits
+    run = RunDir(tiny_run).load()
+    cpu = targets.resolve_target("cpu")
+    plan = make_plan(run, cpu, batch_sizes=[1, 1024], seq_lengths=[160], torch_reference=False, memory_mb=2000.0)
+    assert {c.batch for c in plan.configs} == {1, 1024}
+    with pytest.raises(DeviceError, match=r"batch 100000 x seq 160 .* but 2.0 GB is available; use batch sizes up to \d+"):
+        make_plan(run, cpu, batch_sizes=[1, 100000], seq_lengths=[160], torch_reference=False, memory_mb=2000.0)
+    fits = limits.largest_batch(shape, 160, (tiny_run / "depth-04/onnx/model.onnx").stat().st_size, "onnxruntime", 2000.0)
+    make_plan(run, cpu, batch_sizes=[fits], seq_lengths=[160], torch_reference=False, memory_mb=2000.0)
+    with pytest.raises(DeviceError, match="use batch sizes up to"):
+        make_plan(run, cpu, batch_sizes=[fits + 1], seq_lengths=[160], torch_reference=False, memory_mb=2000.0)
+
+
+# --- the quick default and the full sweep (issue 32.10) -----------------------------------------------------
+
+
+def test_quick_sweep_is_a_subset_of_the_full_one_and_its_time_is_estimated(tiny_run):
+    from glp_bench.bench.plan import WORKER_OVERHEAD_S, estimate_seconds, make_plan, sweep_shapes
+    from glp_bench.core.rundir import RunDir
+
+    cpu = targets.resolve_target("cpu")
+    counts = cpu.thread_counts()
+    assert sweep_shapes(cpu, "full") == {"threads": counts, "batch_sizes": [1, 8, 32], "seq_lengths": [128]}
+    assert sweep_shapes(cpu, "quick") == {"threads": counts[-1:], "batch_sizes": [1, 8], "seq_lengths": [128]}
+    board = targets.parse_target({"threads": [1, 2], "batch_sizes": [16, 1, 4], "seq_lengths": [64, 256, 128]}, "b")
+    assert sweep_shapes(board, "quick", 128) == {"threads": [2], "batch_sizes": [1, 4], "seq_lengths": [128]}
+    assert sweep_shapes(board, "quick", 200) == {"threads": [2], "batch_sizes": [1, 4], "seq_lengths": [256]}
+    assert sweep_shapes(board, "quick", 128, threads=[1], batch_sizes=[2]) == {
+        "threads": [1], "batch_sizes": [2], "seq_lengths": [128]}  # options given win
+    run = RunDir(tiny_run).load()
+    tiny = targets.parse_target({"threads": [1], "batch_sizes": [1, 2, 3], "seq_lengths": [8, 16]}, "tiny")
+    quick, full = (make_plan(run, tiny, sweep=s) for s in ("quick", "full"))
+    # 2 depths x (fp32, int8) + PyTorch, per shape: quick 2 batches x 1 seq, full 3 x 2
+    assert (len(quick.configs), len(full.configs)) == (2 * 5, 6 * 5)
+    assert {c.label for c in quick.configs} <= {c.label for c in full.configs}
+    assert {(c.batch, c.seq) for c in quick.configs} == {(1, 16), (2, 16)}  # nearest the max_length (128 by default)
+    expected = 3 * sum(1.0 + WORKER_OVERHEAD_S[c.backend] for c in quick.configs)
+    assert estimate_seconds(quick.configs, 3, 1.0) == pytest.approx(expected)
+
+
+# --- a new run meets the results already there (issue 32.3) ----------------------------------------------------
+
+
+def test_a_short_run_merges_into_the_results_file_and_another_machine_is_refused(tiny_run, tmp_path):
+    out = tmp_path / "cpu.json"
+    first = run_cli("latency", "--run", str(tiny_run), "--threads", "1", "--batch-sizes", "1,2", "--seq-lengths", "8",
+                    "--out", str(out), *QUICK)
+    assert first.returncode == 0, first.stderr
+    assert "quick sweep (threads 1; batch 1,2; seq 8): 6 configurations x 1 rounds" in first.stderr
+    assert "estimated" in first.stderr and "measured in" in first.stderr
+    before = {m["key"]: m for m in results.load(out)["measurements"]}
+    second = run_cli("latency", "--run", str(tiny_run), "--threads", "1", "--batch-sizes", "1", "--seq-lengths", "8",
+                     "--out", str(out), *QUICK)
+    assert second.returncode == 0, second.stderr
+    assert "kept 3 earlier measurement(s)" in second.stderr and "replaced 3 earlier measurement(s)" in second.stderr
+    doc = assert_schema(results.load(out), "latency")
+    after = {m["key"]: m for m in doc["measurements"]}
+    assert set(after) == set(before)  # the batch-2 rows survive the batch-1 run
+    for key, m in after.items():
+        if "/b2/" in key:
+            assert m["samples_s"] == before[key]["samples_s"] and m["measured_at"] == before[key]["measured_at"]
+        else:
+            assert m["samples_s"] != before[key]["samples_s"] and m["measured_at"] == doc["created"]
+    assert doc["merge"]["kept"] == 3 and [r["created"] for r in doc["earlier_runs"]] == [before_created(before)]
+    # results from another machine are not mixed in: refused before any work, file untouched
+    doc["environment"]["cpu_model"] = "Some Other CPU"
+    results.save(out, doc)
+    kept = out.read_bytes()
+    assert_clean_error(run_cli("latency", "--run", str(tiny_run), "--threads", "1", "--batch-sizes", "1",
+                               "--seq-lengths", "8", "--out", str(out), *QUICK),
+                       "another machine or set-up (cpu_model: 'Some Other CPU' in the file")
+    assert out.read_bytes() == kept
+    third = run_cli("latency", "--run", str(tiny_run), "--threads", "1", "--batch-sizes", "1", "--seq-lengths", "8",
+                    "--out", str(out), "--replace", *QUICK)
+    assert third.returncode == 0, third.stderr
+    assert {m["key"] for m in results.load(out)["measurements"]} == {k for k in before if "/b1/" in k}
+
+
+def before_created(records: dict) -> str:
+    (created,) = {m["measured_at"] for m in records.values()}
+    return created
+
+
+def _doc(created: str, rows: list[tuple[str, list[list[float]] | None, str | None]], complete=True) -> dict:
+    ms = []
+    for key, samples, error in rows:
+        model, variant, b, s, t = key.split("/")
+        ms.append({"key": key, "model": model, "variant": variant, "depth": 4, "batch": int(b[1:]), "seq": int(s[1:]),
+                   "threads": int(t[1:]), "samples_s": samples or [], "error": error, "sha256": "aaa",
+                   "summary_s": {"balanced_median": float(np.mean([np.median(r) for r in samples])),
+                                 "cv": 0.01, "p50": 0.001} if samples and not error else None})
+    return {"created": created, "complete": complete, "rounds_done": 3, "settings": {"max_cv": 0.1},
+            "target": {"name": "cpu"}, "measurements": ms, "warnings": [], "reference": {"onnx": None}}
+
+
+def test_merge_keeps_good_rows_over_failed_or_unfinished_ones_and_drops_stale_files():
+    from glp_bench.bench import merge
+
+    three = [[0.001] * 3] * 3
+    old = _doc("t0", [("depth-04/int8/b1/s8/t1", three, None), ("depth-04/fp32/b1/s8/t1", three, None),
+                      ("depth-02/int8/b1/s8/t1", three, None), ("depth-02/fp32/b1/s8/t1", three, None)])
+    one = [[0.002] * 3]
+    new = _doc("t1", [("depth-04/int8/b1/s8/t1", None, "worker exited with status 1"),
+                      ("depth-04/fp32/b1/s8/t1", one, None)], complete=False)
+    sha = {("depth-02", "fp32"): "bbb"}  # re-exported since the old run
+    doc, summary = merge.combine(old, new, sha)
+    rows = {m["key"]: m for m in doc["measurements"]}
+    assert summary["kept_over_failed"] == ["depth-04/int8/b1/s8/t1"] and rows["depth-04/int8/b1/s8/t1"]["error"] is None
+    # an interrupted new run with 1 round does not replace 3 good rounds yet ...
+    assert rows["depth-04/fp32/b1/s8/t1"]["samples_s"] == three and rows["depth-04/fp32/b1/s8/t1"]["measured_at"] == "t0"
+    assert summary["dropped_stale"] == ["depth-02/fp32/b1/s8/t1"] and "depth-02/fp32/b1/s8/t1" not in rows
+    assert "depth-02/int8/b1/s8/t1" in rows and doc["earlier_runs"][0]["created"] == "t0"
+    # ... a finished one does
+    doc, summary = merge.combine(old, dict(new, complete=True), sha)
+    assert {m["key"]: m for m in doc["measurements"]}["depth-04/fp32/b1/s8/t1"]["samples_s"] == one
+    assert summary["replaced"] == ["depth-04/fp32/b1/s8/t1"]
+    assert any("kept 1 earlier" in line for line in merge.describe(summary, "t0"))
+    assert merge.differences(old, old) == []

@@ -2,7 +2,9 @@
 
 Every depth with an ONNX variant the target lists (status "ok" in the manifest, file present) is
 measured, plus always the full-depth fp32 model (the reference of every speedup) and, when asked, the
-full-depth PyTorch eager model; for every thread count x batch size x sequence length of the target.
+full-depth PyTorch eager model; for every thread count x batch size x sequence length of the sweep
+(:func:`sweep_shapes`: the target's full lists, or the quick default's subset). The options are checked
+against the models and this machine before anything runs (glp_bench.bench.limits).
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from pathlib import Path
 from ..core.errors import RunDirError
 from ..core.rundir import RunDir
 from ..core.targets import Target
+from . import limits
 from .results import TORCH_VARIANT
 from .runner import CPU, CUDA, ONNXRUNTIME, TORCH, BenchConfig
+
+SWEEPS = ("quick", "full")
+# Seconds a worker costs beyond its timed runs (process start, imports, session, warm-up), measured on an
+# idle 2-core EPYC with all-MiniLM-L6-v2 (a busy machine takes longer): for the plan line's estimate.
+WORKER_OVERHEAD_S = {ONNXRUNTIME: 0.8, TORCH: 4.0}
 
 
 @dataclass
@@ -23,6 +31,8 @@ class Plan:
     full_depth: int
     reference: str  # model name of the full-depth reference
     warnings: list[str] = field(default_factory=list)
+    sweep: str = "full"
+    shapes: dict = field(default_factory=dict)  # {"threads": [...], "batch_sizes": [...], "seq_lengths": [...]}
 
     @property
     def configs(self) -> list[BenchConfig]:
@@ -42,10 +52,43 @@ def find_run_dir(run_dir: str | None, root: str | Path = "runs") -> Path:
     raise RunDirError(f"several run directories under {root}/ ({', '.join(p.name for p in runs)}); choose one with --run DIR")
 
 
+def sweep_shapes(target: Target, sweep: str = "quick", max_length: int | None = None, *,
+                 threads: list[int] | None = None, batch_sizes: list[int] | None = None,
+                 seq_lengths: list[int] | None = None, thread_counts: list[int] | None = None) -> dict:
+    """Thread counts, batch sizes and sequence lengths to measure; options given win over the sweep.
+
+    ``full``: every value the target lists. ``quick`` (the default): the target's last thread count (the
+    one it deploys with), its smallest batch and the next one (latency and throughput), and one sequence
+    length: the listed one nearest the run's max_length."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+    counts = thread_counts or target.thread_counts()
+    batches = sorted(target.batch_sizes)
+    seqs = list(target.seq_lengths)
+    if sweep == "quick":
+        counts = counts[-1:]
+        batches = batches[:2]
+        ref = max_length or 128
+        seqs = [min(seqs, key=lambda s: (abs(s - ref), s))]
+    return {"threads": list(threads or counts), "batch_sizes": list(batch_sizes or batches),
+            "seq_lengths": list(seq_lengths or seqs)}
+
+
+def estimate_seconds(configs: list[BenchConfig], rounds: int, min_time: float) -> float:
+    """configurations x rounds x (min-time + the worker's overhead): a lower bound when a run of a
+    configuration takes longer than min-time / min-runs (large batches)."""
+    return rounds * sum(min_time + WORKER_OVERHEAD_S.get(c.backend, WORKER_OVERHEAD_S[TORCH]) for c in configs)
+
+
 def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, variants: list[str] | None = None,
               threads: list[int] | None = None, batch_sizes: list[int] | None = None,
-              seq_lengths: list[int] | None = None, torch_reference: bool | None = None) -> Plan:
-    """The configurations to measure. Raises RunDirError when the run has nothing to measure."""
+              seq_lengths: list[int] | None = None, torch_reference: bool | None = None,
+              sweep: str = "full", cpus: int | None = None, memory_mb: float | None = None,
+              check_memory: bool = True) -> Plan:
+    """The configurations to measure. Raises RunDirError when the run has nothing to measure, and
+    RunDirError/DeviceError naming the option when a sequence length exceeds a model's positions, a
+    thread count the CPUs this process may use (``cpus``, default: its affinity) or a batch the memory
+    available (``memory_mb``, default MemAvailable)."""
     warnings: list[str] = []
     exported = {n: r for n, r in run.models.items() if r.get("onnx")}
     if not exported:
@@ -97,17 +140,21 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
             selected.insert(0, (ref_name, "fp32", ref_path))
 
     provider = target.provider
-    thread_counts = threads or target.thread_counts()
+    max_length = run.config.get("max_length")
+    shapes = sweep_shapes(target, sweep, max_length if isinstance(max_length, int) else None, threads=threads,
+                          batch_sizes=batch_sizes, seq_lengths=seq_lengths)
     use_torch = target.torch_reference if torch_reference is None else torch_reference
     torch_model = run.model_dir(ref_name)
     if use_torch and not (torch_model / "config.json").is_file():
         warnings.append(f"PyTorch reference skipped: {torch_model} has no fine-tuned model")
         use_torch = False
+    _check(run, target, selected, shapes, (threads, batch_sizes, seq_lengths), ref_name, torch_model if use_torch else None,
+           cpus, memory_mb if memory_mb is not None else (limits.available_mb() if check_memory else None))
 
     entries: list[tuple[dict, BenchConfig]] = []
-    for t in thread_counts:
-        for b in batch_sizes or target.batch_sizes:
-            for s in seq_lengths or target.seq_lengths:
+    for t in shapes["threads"]:
+        for b in shapes["batch_sizes"]:
+            for s in shapes["seq_lengths"]:
                 common = dict(batch=b, seq=s, threads=t, inter_op_threads=target.inter_op_threads,
                               spinning=target.spinning, memory_arena=target.memory_arena,
                               graph_optimization=target.graph_optimization, cpu_affinity=target.affinity(t))
@@ -141,7 +188,32 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
             warnings.append(f"the target wants {target.quantization} int8 quantization but the run's int8 files use "
                             f"{', '.join(sorted(presets))}: precision is emulated with those; re-export with "
                             f"--quant-preset {target.quantization} for the exact scheme")
-    return Plan(entries=entries, full_depth=full_depth, reference=ref_name, warnings=warnings)
+    return Plan(entries=entries, full_depth=full_depth, reference=ref_name, warnings=warnings, sweep=sweep,
+                shapes=shapes)
+
+
+def _check(run: RunDir, target: Target, selected: list[tuple[str, str, Path]], shapes: dict, given: tuple,
+           ref_name: str, torch_model: Path | None, cpus: int | None, memory_mb: float | None) -> None:
+    """The sweep against the models (positions) and this machine (CPUs, memory), before any work."""
+    threads, batch_sizes, seq_lengths = given
+    def where(key: str) -> str:
+        return f"'{key}' of target file {target.source}" if target.source else f"'{key}' of target {target.name}"
+
+    cpus = cpus or limits.usable_cpus()
+    limits.check_threads(shapes["threads"], cpus, "--threads" if threads else where("threads"))
+    models = {}  # (name, backend) -> (shape, weights bytes)
+    for name, _variant, path in selected:
+        shape = limits.read_shape(path.parent, run.model_dir(name))
+        size = path.stat().st_size
+        models[(name, ONNXRUNTIME)] = (shape, max(size, models.get((name, ONNXRUNTIME), (None, 0))[1]))
+    if torch_model is not None:
+        models[(ref_name, TORCH)] = (limits.read_shape(torch_model), _folder_weights_size(torch_model))
+    limits.check_seq(shapes["seq_lengths"], {n: shape for (n, _), (shape, _) in models.items()},
+                     "--seq-lengths" if seq_lengths else where("seq_lengths"))
+    on_cpu = target.device == "cpu"  # GPU memory is not estimated
+    configs = [(name, backend, shape, size, b, s) for (name, backend), (shape, size) in models.items()
+               if on_cpu for b in shapes["batch_sizes"] for s in shapes["seq_lengths"]]
+    limits.check_memory(configs, memory_mb, "--batch-sizes" if batch_sizes else where("batch_sizes"))
 
 
 def _folder_weights_size(folder: Path) -> int:

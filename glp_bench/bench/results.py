@@ -18,9 +18,12 @@ Format ``glp-bench-latency``, version 1 (``jsonio.stamp`` adds ``format``, ``ver
          "unstable": cv > max_cv, "throughput": {"sequences_per_s", "tokens_per_s"} (batch / mean),
          "peak_rss_mb", "session_rss_mb", "session_init_s": [per round], "over_budget": bool | null,
          "speedup": {"vs_full_fp32", "vs_torch_eager"} (ratios of balanced medians, same batch/seq/threads),
-         "dev_scores": the variant's dev scores from the manifest, "info": what the worker saw, "error"}]
+         "dev_scores": the variant's dev scores from the manifest, "info": what the worker saw, "error",
+         "measured_at": the "created" of the run that measured it (earlier runs' rows are kept: bench.merge)}]
     depth_fit:    [{"variant", "batch", "seq", "threads", "slope_s", "intercept_s", "r2", "points"}]
     warnings:     [one line each]
+    earlier_runs: [{"created", "complete", "rounds_done", "settings"}] of the measurements kept from earlier runs
+    merge:        {"from", "kept", "replaced", "kept_over_failed", "dropped_stale"} (counts), when merged
 
 Speedups use ``stats.balanced_median`` (mean over rounds of each round's median), the estimator that
 interleaved rounds make immune to slow drift of the machine.
@@ -134,22 +137,25 @@ def warnings_for(records: list[dict], max_cv: float, budget_mb: float | None) ->
         w = stats.spread_warning(r["key"], r["summary_s"], max_cv)
         if w:
             out.append(w)
-        if r["over_budget"]:
+        if r.get("over_budget"):
             out.append(f"{r['key']}: peak RSS {r['peak_rss_mb']:.0f} MB exceeds the target's memory budget "
                        f"{budget_mb:.0f} MB")
     return out
 
 
 def build(*, run, target, emulation: dict, settings: dict, host: dict, entries: list[tuple[dict, object]],
-          full_depth: int, rounds_done: int, complete: bool, extra_warnings: list[str] | None = None) -> dict:
-    """The whole results document; ``entries`` = [(meta, Measurement), ...]."""
+          full_depth: int, rounds_done: int, complete: bool, extra_warnings: list[str] | None = None,
+          created: str | None = None) -> dict:
+    """The whole results document; ``entries`` = [(meta, Measurement), ...]; ``created``: the run's start
+    (default now), also each measurement's ``measured_at``."""
     max_cv = settings["max_cv"]
     budget = target.memory_budget_mb
-    records = [measurement_record(meta, m, max_cv, budget) for meta, m in entries]
+    created = created or now()
+    records = [dict(measurement_record(meta, m, max_cv, budget), measured_at=created) for meta, m in entries]
     reference = add_speedups(records, full_depth)
     warnings = list(extra_warnings or []) + warnings_for(records, max_cv, budget)
     return stamp(FORMAT, VERSION, {
-        "created": now(), "complete": complete, "rounds_done": rounds_done,
+        "created": created, "complete": complete, "rounds_done": rounds_done,
         "run": {"path": str(run.path), "task": run.config.get("task"), "model": run.config.get("model")},
         "target": {**target.to_dict(), **emulation},
         "settings": settings, "host": host, "reference": reference,

@@ -30,7 +30,8 @@ def add_parser(sub):
                    help="ONNX variant to deploy (fp32, fp32-opt, int8, fp16); default: the target's rule "
                    "(fastest measured on the target among its variants, else int8 on CPU / fp16 on CUDA)")
     p.add_argument("--threads", type=non_negative_int, default=None,
-                   help="intra-op threads the runtime uses (default: the target's largest setting; 0 = ORT default)")
+                   help="intra-op threads the runtime uses (default: the thread count the target's latency results "
+                   "measured fastest for the deployed model, else the target's last setting; 0 = ORT default)")
     p.add_argument("--data-dir", default=None, help="the task's GLUE folder for the check (default: the run's)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the check that the runtime reproduces the expected dev score (faster on big dev sets)")
@@ -72,6 +73,7 @@ def render(result, console) -> None:
     table.add_row("model", f"{model['name']} (depth {model['depth']} of {model['original_depth']}, kept layers "
                   f"{','.join(map(str, model['kept_layers'] or []))})")
     table.add_row("variant", f"{model['variant']} on {m['target']['name']} ({m['selection']['variant_reason']})")
+    table.add_row("threads", f"{m['selection']['threads'] or 'ONNX Runtime default'} ({m['selection']['threads_reason']})")
     sel = m["selection"]
     table.add_row("selected by", f"--max-drop {sel['max_drop_points']:g}" if sel["by"] == "max-drop"
                   else f"--depth {sel['depth']}")

@@ -27,9 +27,11 @@ def add_parser(sub):
         description="Measure every exported depth and variant of a run with ONNX Runtime on a target (cpu, cuda, "
         "embedded-arm64, your own deploy/targets/NAME.toml or a path to a .toml). Each configuration runs in an "
         "isolated worker process, in interleaved rounds, warm-up excluded, timed until both --min-runs and "
-        "--min-time are reached; every raw sample is kept. Results: <run>/latency/<target>.json and a table "
-        "with p50/p90/p99, CV, throughput, peak memory, file size and speedups vs the full-depth fp32 model "
-        "and vs PyTorch eager.",
+        "--min-time are reached; every raw sample is kept. Results: <run>/latency/<target>.json (merged with "
+        "the measurements already there) and a table with p50/p90/p99, CV, throughput, peak memory, file size "
+        "and speedups vs the full-depth fp32 model and vs PyTorch eager. The default quick sweep takes about 2 "
+        "minutes for the main job's run on 2 cores (the plan line gives the estimate); --sweep full measures "
+        "every thread count x batch size x sequence length of the target.",
     )
     p.add_argument("--device", "--target", dest="device", default="cpu",
                    help="target name (cpu, cuda, embedded-arm64, or NAME.toml in ./deploy/targets or "
@@ -38,9 +40,17 @@ def add_parser(sub):
                    help="run directory (default: the only one under ./runs)")
     p.add_argument("--models", type=_names, default=None, help="only these models, e.g. depth-06,depth-03")
     p.add_argument("--variants", type=_names, default=None, help="override the target's variants, e.g. fp32,int8")
-    p.add_argument("--threads", type=_ints, default=None, help="override the target's thread counts, e.g. 1,4")
-    p.add_argument("--batch-sizes", type=_ints, default=None, help="override the target's batch sizes, e.g. 1,8,32")
-    p.add_argument("--seq-lengths", type=_ints, default=None, help="override the target's sequence lengths, e.g. 64,128,256")
+    p.add_argument("--sweep", choices=("quick", "full"), default="quick",
+                   help="quick (default): the target's last thread count, its two smallest batch sizes and the "
+                   "sequence length nearest the run's max_length; full: every thread count x batch size x "
+                   "sequence length the target lists")
+    p.add_argument("--threads", type=_ints, default=None,
+                   help="thread counts instead of the sweep's, e.g. 1,2 (at most the CPUs this process may use)")
+    p.add_argument("--batch-sizes", type=_ints, default=None,
+                   help="batch sizes instead of the sweep's, e.g. 1,8,32 (refused when the estimated memory "
+                   "does not fit the memory available)")
+    p.add_argument("--seq-lengths", type=_ints, default=None,
+                   help="sequence lengths instead of the sweep's, e.g. 64,128,256 (at most the model's positions)")
     p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--min-runs", type=positive_int, default=10, help="timed runs per configuration and round, at least (default 10)")
     p.add_argument("--min-time", type=non_negative_float, default=1.0,
@@ -57,6 +67,10 @@ def add_parser(sub):
                              help="measure the PyTorch eager reference even when the target turns it off")
     p.add_argument("--tensorrt", action="store_true", help="cuda targets: use the TensorRT execution provider")
     p.add_argument("--out", default=None, help="results file (default <run>/latency/<target>.json)")
+    p.add_argument("--replace", action="store_true",
+                   help="discard the measurements already in the results file (default: merge with them: "
+                   "configurations measured again are replaced, the others kept; a file from another machine "
+                   "or set-up is refused)")
     return p
 
 
@@ -86,7 +100,7 @@ def run(args) -> int:
                            threads=args.threads, batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths,
                            torch_reference=args.torch, rounds=args.rounds, min_runs=args.min_runs,
                            min_time=args.min_time, warmup=args.warmup, max_time=args.max_time, max_cv=args.max_cv,
-                           console=console)
+                           sweep=args.sweep, replace=args.replace, console=console)
     Console().print(render_table(doc))
     for fit in doc["depth_fit"]:
         Console().print(f"{fit['variant']} b{fit['batch']} s{fit['seq']} t{fit['threads']}: latency ~ "

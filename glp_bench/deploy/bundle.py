@@ -13,6 +13,12 @@ fastest on the target's device: int8 > fp32-opt > fp32 on a CPU, fp16 > fp32-opt
 (So ``embedded-arm64``, which lists only int8, deploys int8; ``cpu`` deploys its fastest measured CPU
 variant, int8 when not measured; ``cuda`` deploys fp16 when exported, else fp32-opt/fp32.)
 
+Which threads (:func:`choose_threads`): ``--threads`` when given; else the intra-op thread count measured
+fastest for the deployed model and variant on the target (``latency/<target>.json``, smallest measured batch);
+without measurements of it, the target's default (its last ``threads`` entry; "physical"/"logical" -> 0,
+ONNX Runtime's default). Recorded in ``runtime.json`` (``session.intra_op_threads``, what glp_runtime runs
+with) and in ``bundle.json`` (``selection.threads``, ``selection.threads_reason``).
+
 The bundle (format ``glp-bench-bundle``, version 1) is written into a temporary folder beside
 ``--out`` and renamed into place only when complete and checked, so a bundle is never half-written::
 
@@ -89,9 +95,35 @@ def choose_variant(target, exported: list[str], measured: dict[str, float] | Non
                       f"({' > '.join(SPEED_ORDER[target.device])}) among those exported")
 
 
+def choose_threads(target, measurements: list[dict], model: str, variant: str,
+                   override: int | None = None) -> tuple[int, str]:
+    """(intra-op threads, reason): ``override``; else the thread count with the lowest balanced median among
+    the target's measurements of ``model``/``variant`` at the smallest measured batch (ties: fewer threads;
+    several sequence lengths: the one measured with most thread counts, then the longest); else the
+    target's default (see :func:`session_settings`)."""
+    if override is not None:
+        return override, "chosen with --threads"
+    mine = [m for m in measurements if m.get("model") == model and m.get("variant") == variant and m.get("summary_s")]
+    if mine:
+        batch = min(m["batch"] for m in mine)
+        at_batch = [m for m in mine if m["batch"] == batch]
+        seqs = {m["seq"] for m in at_batch}
+        seq = max(seqs, key=lambda s: (len({m["threads"] for m in at_batch if m["seq"] == s}), s))
+        timed = {m["threads"]: m["summary_s"].get("balanced_median", m["summary_s"]["p50"])
+                 for m in at_batch if m["seq"] == seq}
+        best = min(timed, key=lambda t: (timed[t], t))
+        others = ", ".join(f"{t}: {timed[t] * 1e3:.2f} ms" for t in sorted(timed) if t != best)
+        return best, (f"fastest measured on {target.name} for {model}/{variant} (batch {batch}, seq {seq}: "
+                      f"{timed[best] * 1e3:.2f} ms" + (f"; {others}" if others else "; the only thread count measured")
+                      + ")")
+    default = session_settings(target)["intra_op_threads"]
+    return default, (f"not measured on {target.name} for {model}/{variant}: the target's default "
+                     f"({default or 'ONNX Runtime default'}); run 'glp-bench latency' first to choose by measurement")
+
+
 def session_settings(target, threads: int | None = None) -> dict:
-    """ONNX Runtime session settings of the target, for runtime.json. Threads: the target's largest
-    setting ("physical"/"logical" -> 0, ONNX Runtime's own default of one thread per physical core)."""
+    """ONNX Runtime session settings of the target, for runtime.json. Threads: ``threads``, else the target's
+    last setting ("physical"/"logical" -> 0, ONNX Runtime's own default of one thread per physical core)."""
     last = target.threads[-1]
     intra = threads if threads is not None else (last if isinstance(last, int) else 0)
     providers = [target.provider]
@@ -181,6 +213,21 @@ def select(run: RunDir, target, depth: int | None = None, max_drop: float | None
     row = next((r for r in rows if r.name == name and r.variant == chosen), None)
     how = {"by": "depth", "depth": depth, "strategy": strategy or (rec.get("strategies") or [None])[0]}
     return Selection(name, chosen, reason, how, row, list(row.notes) if row else [])
+
+
+def _measurements(run: RunDir, target_name: str) -> list[dict]:
+    from ..bench import results
+
+    path = run.latency_path(target_name)
+    return results.load(path).get("measurements", []) if path.is_file() else []
+
+
+def _row_at(run: RunDir, target_name: str, name: str, variant: str, threads: int):
+    """The report's row of ``name``/``variant`` at ``threads`` (the headline of the bundle's latency)."""
+    from ..report.stage import collect_rows
+
+    rows = collect_rows(run, [target_name], threads=threads)
+    return next((r for r in rows if r.name == name and r.variant == variant), None)
 
 
 # --- manifest sections ----------------------------------------------------------------------------
@@ -439,6 +486,10 @@ def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int 
                         f"expects {target.quantization}; re-export with 'glp-bench export --run DIR --quant-preset "
                         f"{target.quantization} --force' for the device's kernels")
 
+    threads, threads_reason = choose_threads(target, _measurements(run, target.name), sel.name, sel.variant, threads)
+    if sel.row is not None and sel.row.threads != threads and threads_reason != "chosen with --threads":
+        sel.row = _row_at(run, target.name, sel.name, sel.variant, threads) or sel.row
+
     step(f"tokenizer of {sel.name}")
     tok_dir = src.parent if (src.parent / TOKENIZER).is_file() else run.model_dir(sel.name)
     tokenizer = load_tokenizer(str(tok_dir))
@@ -482,7 +533,8 @@ def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int 
             warnings.append("the headline latency is flagged unstable (spread over the latency run's --max-cv)")
         manifest = stamp(FORMAT, VERSION, {
             "created": now(),
-            "selection": {**sel.how, "model": sel.name, "variant": sel.variant, "variant_reason": sel.variant_reason},
+            "selection": {**sel.how, "model": sel.name, "variant": sel.variant, "variant_reason": sel.variant_reason,
+                          "threads": threads, "threads_reason": threads_reason},
             "model": {"name": sel.name, "depth": rec["depth"], "original_depth": run.config.get("original_depth"),
                       "kept_layers": rec.get("kept_layers"), "strategies": rec.get("strategies"),
                       "variant": sel.variant, "provider": onnx_rec.get("provider"), "opset": onnx_rec.get("opset"),
