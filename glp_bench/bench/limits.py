@@ -6,7 +6,6 @@ facts (model config, CPUs, MemAvailable) are read by the small functions at the 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,13 +106,6 @@ def check_memory(configs: list[tuple[str, str, ModelShape | None, int, int, int]
 
 
 # --- facts ----------------------------------------------------------------------------------------------
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), else the CPU count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def available_mb() -> float | None:

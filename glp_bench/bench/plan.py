@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glp_runtime.limits import available_cpus
+
 from ..core.errors import RunDirError
 from ..core.rundir import RunDir
 from ..core.targets import Target
@@ -199,7 +201,7 @@ def _check(run: RunDir, target: Target, selected: list[tuple[str, str, Path]], s
     def where(key: str) -> str:
         return f"'{key}' of target file {target.source}" if target.source else f"'{key}' of target {target.name}"
 
-    cpus = cpus or limits.usable_cpus()
+    cpus = cpus or available_cpus()  # the runtime's rule: what it will refuse too
     limits.check_threads(shapes["threads"], cpus, "--threads" if threads else where("threads"))
     models = {}  # (name, backend) -> (shape, weights bytes)
     for name, _variant, path in selected:
