@@ -203,3 +203,34 @@ def test_golden_files_cannot_be_switched_off_from_the_environment():
     """The golden comparison reads no environment variable (only the explicit --regen-golden option, which fails)."""
     for f in sorted((REPO / "tests").glob("*.py")):
         assert "REGEN_GOLDEN" not in f.read_text() or f.name == "test_layout.py", f.name
+
+
+MEASURE_KNOBS = {"rounds", "min_runs", "min_time", "warmup", "max_time", "max_cv"}
+
+
+def test_measurement_defaults_are_defined_once():
+    """rounds / min_runs / min_time / warm-up / max_time / max_cv defaults live in glp_bench.bench.settings only:
+    no literal default for them in a signature, a dataclass field or a command-line option elsewhere."""
+    literal = []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        rel = f.relative_to(PACKAGE).as_posix()
+        if rel == "bench/settings.py" or rel.startswith("prune/") or rel in ("commands/prune.py", "commands/finetune.py"):
+            continue  # prune's "warmup" is the learning-rate warm-up, not a measurement
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = node.args.args[len(node.args.args) - len(node.args.defaults):] + node.args.kwonlyargs
+                defaults = list(node.args.defaults) + list(node.args.kw_defaults)
+                for a, d in zip(args, defaults, strict=True):
+                    if a.arg in MEASURE_KNOBS and isinstance(d, ast.Constant) and isinstance(d.value, int | float):
+                        literal.append(f"{rel}:{node.lineno} {a.arg}={d.value}")
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                    and node.target.id in MEASURE_KNOBS and isinstance(node.value, ast.Constant) \
+                    and node.value.value is not None:
+                literal.append(f"{rel}:{node.lineno} {node.target.id}")
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args \
+                    and isinstance(node.args[0], ast.Constant) \
+                    and str(node.args[0].value).lstrip("-").replace("-", "_") in MEASURE_KNOBS:
+                for kw in node.keywords:
+                    if kw.arg == "default" and isinstance(kw.value, ast.Constant) and kw.value.value is not None:
+                        literal.append(f"{rel}:{node.lineno} {node.args[0].value}")
+    assert not literal, "measurement defaults written outside glp_bench.bench.settings: " + ", ".join(literal)

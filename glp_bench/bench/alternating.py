@@ -29,6 +29,7 @@ import time
 import traceback
 
 from .runner import CPU, RESULT_MARKER, BenchConfig, spawn
+from .settings import GATE_AB
 
 CLOCKS = ("wall", "cpu")
 
@@ -116,8 +117,9 @@ def run_pair_worker(baseline: BenchConfig, candidate: BenchConfig, *, first: int
     return spawn([sys.executable, "-m", "glp_bench.bench.alternating"], job, max(baseline.threads, candidate.threads), timeout)
 
 
-def measure_pairs(baseline: BenchConfig, candidate: BenchConfig, rounds: int, *, warmup: int = 3, min_runs: int = 10,
-                  min_time: float = 0.5, max_time: float = 60.0, progress=None, description: str = "A/B",
+def measure_pairs(baseline: BenchConfig, candidate: BenchConfig, rounds: int, *, warmup: int = GATE_AB.warmup,
+                  min_runs: int = GATE_AB.min_runs, min_time: float = GATE_AB.min_time,
+                  max_time: float = GATE_AB.max_time, progress=None, description: str = "A/B",
                   start_round: int = 0, timeout: float | None = None) -> list[dict]:
     """``rounds`` fresh-process rounds of alternating A/B timing; one result dict per round (see
     :func:`run_pair_job`: ``wall``/``cpu`` = [baseline samples, candidate samples], seconds). Raises

@@ -44,6 +44,7 @@ from functools import cached_property
 
 from ..core.errors import DeviceError
 from . import stats
+from .settings import LATENCY
 
 ONNXRUNTIME = "onnxruntime"
 TORCH = "torch"
@@ -294,11 +295,11 @@ def run_worker(config: BenchConfig, *, warmup: int, min_runs: int, min_time: flo
 
 def measure(
     configs: Sequence[BenchConfig],
-    rounds: int = 3,
-    min_runs: int = 10,
-    min_time: float = 1.0,
-    warmup: int = 3,
-    max_time: float = 60.0,
+    rounds: int = LATENCY.rounds,
+    min_runs: int = LATENCY.min_runs,
+    min_time: float = LATENCY.min_time,
+    warmup: int = LATENCY.warmup,
+    max_time: float = LATENCY.max_time,
     progress=None,
     description: str = "measuring",
     on_round: Callable[[int, list[Measurement]], None] | None = None,

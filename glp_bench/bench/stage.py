@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import RunDirError
+from .settings import LATENCY
 
 
 def earlier_results(out: Path, replace: bool, new_facts: dict) -> dict | None:
@@ -31,8 +32,9 @@ def earlier_results(out: Path, replace: bool, new_facts: dict) -> dict | None:
 
 
 def measure_run(run_dir, target, out: str | Path | None = None, *, models=None, variants=None, threads=None,
-                batch_sizes=None, seq_lengths=None, torch_reference=None, rounds: int = 3, min_runs: int = 10,
-                min_time: float = 1.0, warmup: int = 3, max_time: float = 60.0, max_cv: float = 0.10,
+                batch_sizes=None, seq_lengths=None, torch_reference=None, rounds: int = LATENCY.rounds,
+                min_runs: int = LATENCY.min_runs, min_time: float = LATENCY.min_time, warmup: int = LATENCY.warmup,
+                max_time: float = LATENCY.max_time, max_cv: float = LATENCY.max_cv,
                 sweep: str = "quick", replace: bool = False, console=None) -> tuple[dict, Path]:
     """Measure ``run_dir`` (a loaded RunDir) on ``target``; returns the results document and its path.
     ``sweep``: "quick" (the default subset) or "full" (every thread count x batch x seq the target lists);

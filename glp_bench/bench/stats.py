@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .settings import LATENCY
+
 #: A spread above this coefficient of variation (std / mean) makes a measurement "unstable":
 #: its numbers are reported with a warning instead of being trusted silently (pyperf's habit).
-DEFAULT_MAX_CV = 0.10
+DEFAULT_MAX_CV = LATENCY.max_cv
 
 PERCENTILES = (50, 90, 99)
 

@@ -8,6 +8,7 @@ The measurement, the decision and the ``--json`` document (format ``glp-bench-ga
 
 from __future__ import annotations
 
+from ..bench.settings import GATE_AB
 from ._common import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 
@@ -43,12 +44,13 @@ def add_parser(sub):
     p.add_argument("--seq", type=positive_int, default=None, help="sequence length (default 128)")
     p.add_argument("--threads", type=non_negative_int, default=None, help="intra-op threads (default 1; 0 = runtime default)")
     p.add_argument("--rounds", type=positive_int, default=None,
-                   help="rounds per pass, one worker per model and round (default 10; stored: the file's rounds)")
-    p.add_argument("--min-runs", type=positive_int, default=None, help="timed runs per worker, at least (default 10)")
+                   help=f"rounds per pass, one worker per model and round (default {GATE_AB.rounds}; stored: the file's rounds)")
+    p.add_argument("--min-runs", type=positive_int, default=None, help=f"timed runs per worker, at least (default {GATE_AB.min_runs})")
     p.add_argument("--min-time", type=non_negative_float, default=None,
-                   help="seconds of timed runs per worker, at least (default 0.5)")
-    p.add_argument("--warmup", type=non_negative_int, default=None, help="untimed warm-up runs per worker (default 3)")
-    p.add_argument("--max-time", type=positive_float, default=60.0, help="a worker stops timing after this (default 60 s)")
+                   help=f"seconds of timed runs per worker, at least (default {GATE_AB.min_time:g})")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help=f"untimed warm-up runs per worker (default {GATE_AB.warmup})")
+    p.add_argument("--max-time", type=positive_float, default=GATE_AB.max_time,
+                   help="a worker stops timing after this (default %(default)s s)")
     p.add_argument("--factor", type=positive_float, default=None,
                    help="slowdown ratio beyond which a significant difference is a regression "
                    "(default 1.10 same-job, 1.25 against a stored baseline)")

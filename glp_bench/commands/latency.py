@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..bench.settings import LATENCY
 from ._common import non_negative_float, non_negative_int, positive_float, positive_int
 
 
@@ -51,15 +52,17 @@ def add_parser(sub):
                    "does not fit the memory available)")
     p.add_argument("--seq-lengths", type=_ints, default=None,
                    help="sequence lengths instead of the sweep's, e.g. 64,128,256 (at most the model's positions)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--min-runs", type=positive_int, default=10, help="timed runs per configuration and round, at least (default 10)")
-    p.add_argument("--min-time", type=non_negative_float, default=1.0,
-                   help="seconds of timed runs per configuration and round, at least (default 1.0)")
-    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed warm-up runs per worker (default 3)")
-    p.add_argument("--max-time", type=positive_float, default=60.0,
-                   help="a worker stops timing after this many seconds even below --min-runs (default 60)")
-    p.add_argument("--max-cv", type=positive_float, default=0.10,
-                   help="warn when a configuration's coefficient of variation exceeds this (default 0.10)")
+    p.add_argument("--rounds", type=positive_int, default=LATENCY.rounds, help="interleaved rounds (default %(default)s)")
+    p.add_argument("--min-runs", type=positive_int, default=LATENCY.min_runs,
+                   help="timed runs per configuration and round, at least (default %(default)s)")
+    p.add_argument("--min-time", type=non_negative_float, default=LATENCY.min_time,
+                   help="seconds of timed runs per configuration and round, at least (default %(default)s)")
+    p.add_argument("--warmup", type=non_negative_int, default=LATENCY.warmup,
+                   help="untimed warm-up runs per worker (default %(default)s)")
+    p.add_argument("--max-time", type=positive_float, default=LATENCY.max_time,
+                   help="a worker stops timing after this many seconds even below --min-runs (default %(default)s)")
+    p.add_argument("--max-cv", type=positive_float, default=LATENCY.max_cv,
+                   help="warn when a configuration's coefficient of variation exceeds this (default %(default)s)")
     torch_group = p.add_mutually_exclusive_group()
     torch_group.add_argument("--no-torch", dest="torch", action="store_false", default=None,
                              help="skip the PyTorch eager reference")

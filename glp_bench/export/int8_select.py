@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench.settings import INT8_CANDIDATES
 from ..core.errors import ExportError
 
 TIE = 0.03  # candidates within 3% of the fastest count as equally fast; the more accurate wins
@@ -160,9 +161,9 @@ class MeasureSpec:
     batch: int = 1
     seq: int = 128
     threads: int = 1
-    rounds: int = 3
-    min_runs: int = 10
-    min_time: float = 0.25
+    rounds: int = INT8_CANDIDATES.rounds
+    min_runs: int = INT8_CANDIDATES.min_runs
+    min_time: float = INT8_CANDIDATES.min_time
 
 
 def harness_latencies(paths: dict[str, Path], spec: MeasureSpec, vocab_size: int | None = None) -> dict[str, dict]:

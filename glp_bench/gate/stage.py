@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bench.settings import GATE_AB
+
 JSON_FORMAT, JSON_VERSION = "glp-bench-gate", 1
 
 
@@ -48,7 +50,7 @@ class GateOptions:
     min_runs: int | None = None
     min_time: float | None = None
     warmup: int | None = None
-    max_time: float = 60.0
+    max_time: float = GATE_AB.max_time
     factor: float | None = None
     alpha: float = 0.01
     clock: str = "auto"
@@ -60,7 +62,8 @@ class GateOptions:
         return cls(**{k: getattr(args, k) for k in cls.__dataclass_fields__})
 
 
-SAME_JOB_DEFAULTS = {"batch": 1, "seq": 128, "threads": 1, "rounds": 10, "min_runs": 10, "min_time": 0.5, "warmup": 3}
+SAME_JOB_DEFAULTS = {"batch": 1, "seq": 128, "threads": 1, "rounds": GATE_AB.rounds, "min_runs": GATE_AB.min_runs,
+                     "min_time": GATE_AB.min_time, "warmup": GATE_AB.warmup}
 
 
 def short_path(path) -> str:
