@@ -175,8 +175,8 @@ def worker_main() -> int:
         import onnxruntime as ort
 
         from glp_bench.bench.alternating import time_alternating
+        from glp_bench.bench.backend import ort_runner
         from glp_bench.bench.runner import BenchConfig
-        from glp_bench.bench.worker import ort_runner
 
         job = json.loads(sys.stdin.read())
 

@@ -1,7 +1,7 @@
 """Same-job A/B measurement for the gate: baseline and candidate alternate inside fresh worker processes.
 
-Each round is one fresh ``python -m glp_bench.bench.alternating`` process that creates *both* sessions (with the
-latency harness's own session code, ``glp_bench.bench.worker.ort_runner``, so settings are those of
+Each round is one fresh ``python -m glp_bench.bench.worker`` process (scenario ``alternating``) that creates *both*
+sessions (with the latency harness's own session code, ``glp_bench.bench.backend.ort_runner``, so settings are those of
 ``glp-bench latency``), warms both up, then times them alternately, one inference at a time (A B, B A,
 A B, ...), until both ``min_runs`` pairs and ``min_time`` seconds are reached. Rounds alternate which
 session is created and run first. So the two members of a pair run a few milliseconds apart and see the
@@ -23,12 +23,10 @@ The gate decides on ``cpu`` when the provider is the CPU and threads == 1 (``--c
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
-import traceback
 
-from .runner import CPU, RESULT_MARKER, BenchConfig, spawn
+from .runner import CPU, BenchConfig, spawn
 from .settings import GATE_AB
 
 CLOCKS = ("wall", "cpu")
@@ -80,7 +78,7 @@ def time_alternating(runs: list, order: list[int], *, warmup: int, min_runs: int
 
 
 def run_pair_job(job: dict) -> dict:
-    from .worker import ort_runner, pin
+    from .backend import ort_runner, pin
 
     configs = [BenchConfig.from_dict(c) for c in job["configs"]]
     first = job.get("first", 0)
@@ -95,15 +93,28 @@ def run_pair_job(job: dict) -> dict:
             "info": [runners[0][1], runners[1][1]], "error": None}
 
 
-def main() -> int:
-    try:
-        result = run_pair_job(json.loads(sys.stdin.read()))
-    except Exception as e:  # noqa: BLE001 - reported to the parent
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        result = {"error": f"{type(e).__name__}: {first}"[:500], "traceback": traceback.format_exc()[-2000:]}
-    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+def run_candidates_job(job: dict) -> dict:
+    """Several sessions timed in turn, one inference each (export's int8 candidates); a candidate whose
+    session cannot be built is reported in ``failed`` and the others are timed."""
+    from .backend import ort_runner
+
+    configs = [BenchConfig.from_dict(c) for c in job["configs"]]
+    runs, failed = [], []
+    for cfg in configs:
+        try:
+            runs.append(ort_runner(cfg)[0])
+            failed.append(None)
+        except Exception as e:  # noqa: BLE001 - a candidate that cannot run is reported, the others timed
+            runs.append(None)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            failed.append(f"{type(e).__name__}: {first}"[:300])
+    ok = [i for i, f in enumerate(failed) if f is None]
+    wall, cpu = time_alternating([runs[i] for i in ok], list(range(len(ok))), warmup=job["warmup"],
+                                 min_runs=job["min_runs"], min_time=job["min_time"], max_time=job["max_time"])
+    full_wall, full_cpu = [[] for _ in configs], [[] for _ in configs]
+    for k, i in enumerate(ok):
+        full_wall[i], full_cpu[i] = wall[k], cpu[k]
+    return {"wall": full_wall, "cpu": full_cpu, "failed": failed, "error": None}
 
 
 # --- the parent side ------------------------------------------------------------------------------
@@ -112,9 +123,9 @@ def main() -> int:
 def run_pair_worker(baseline: BenchConfig, candidate: BenchConfig, *, first: int, warmup: int, min_runs: int,
                     min_time: float, max_time: float, timeout: float | None = None) -> dict:
     """One round in a fresh process; its result dict, or ``{"error": ...}`` when the worker failed."""
-    job = {"configs": [baseline.to_dict(), candidate.to_dict()], "first": first, "warmup": warmup,
-           "min_runs": min_runs, "min_time": min_time, "max_time": max_time}
-    return spawn([sys.executable, "-m", "glp_bench.bench.alternating"], job, max(baseline.threads, candidate.threads), timeout)
+    job = {"scenario": "alternating", "configs": [baseline.to_dict(), candidate.to_dict()], "first": first,
+           "warmup": warmup, "min_runs": min_runs, "min_time": min_time, "max_time": max_time}
+    return spawn([sys.executable, "-m", "glp_bench.bench.worker"], job, max(baseline.threads, candidate.threads), timeout)
 
 
 def measure_pairs(baseline: BenchConfig, candidate: BenchConfig, rounds: int, *, warmup: int = GATE_AB.warmup,
@@ -139,5 +150,3 @@ def measure_pairs(baseline: BenchConfig, candidate: BenchConfig, rounds: int, *,
     return out
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

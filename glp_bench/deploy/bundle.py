@@ -59,7 +59,7 @@ from ..core.rundir import RunDir, now
 FORMAT = "glp-bench-bundle"  # == glp_runtime.bundle.FORMAT (tests keep them equal)
 VERSION = 1
 MANIFEST, RUNTIME, MODEL, TOKENIZER = "bundle.json", "runtime.json", "model.onnx", "tokenizer.json"
-BATCH_SIZE = 64  # the runtime's batch: the one export scored the dev set with (onnx_eval.predict_onnx)
+BATCH_SIZE = 64  # the runtime's batch: the one export scored the dev set with (glp_bench.export.validate.predict_onnx)
 # Variants in the order they are expected to be fast on a device, when nothing was measured.
 SPEED_ORDER = {"cpu": ("int8", "fp32-opt", "fp32"), "cuda": ("fp16", "fp32-opt", "fp32")}
 SCORE_TOLERANCE = 1e-6  # the runtime must reproduce the recorded dev score (same model, same batches)

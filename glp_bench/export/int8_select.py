@@ -170,11 +170,13 @@ def harness_latencies(paths: dict[str, Path], spec: MeasureSpec, vocab_size: int
     """``{name: {"latency_ms", "wall_p50_ms", "clock", "cv"}}`` or ``{name: {"error"}}``.
 
     The latency harness's pieces, as the CI gate uses them: in each of ``spec.rounds`` fresh worker
-    processes (``bench.runner.spawn``) every candidate gets a session from the harness's own session code
-    (``bench.worker.ort_runner``, the settings of ``glp-bench latency``), and the gate's timer
-    (``gate_worker.time_alternating``) runs them one inference each in turn, in a rotated order per round
-    (``stats.interleaved_order``). So the candidates are compared a few milliseconds apart, and on one CPU
-    thread in CPU time (``gate_worker.choose_clock``), which other processes on a busy machine do not
+    processes (``glp_bench.bench.runner.spawn``, scenario ``candidates`` of ``glp_bench.bench.worker``) every
+    candidate gets a session from the harness's own session code (``glp_bench.bench.backend.ort_runner``, the
+    settings of ``glp-bench latency``), and the gate's timer (``glp_bench.bench.alternating.time_alternating``)
+    runs them one inference each in turn, in a rotated order per round
+    (``glp_bench.bench.stats.interleaved_order``). So the candidates are compared a few milliseconds apart, and on
+    one CPU thread in CPU time (``glp_bench.bench.alternating.choose_clock``), which other processes on a busy
+    machine do not
     inflate. ``latency_ms`` is ``stats.balanced_median`` over the rounds."""
     from ..bench import stats
     from ..bench.alternating import choose_clock
@@ -191,9 +193,9 @@ def harness_latencies(paths: dict[str, Path], spec: MeasureSpec, vocab_size: int
         live = [i for i in order if names[i] not in errors]
         if not live:
             break
-        job = {"configs": [configs[i].to_dict() for i in live], "warmup": 2, "min_runs": spec.min_runs,
-               "min_time": spec.min_time, "max_time": 30.0}
-        res = spawn([sys.executable, "-m", "glp_bench.export.int8_select"], job, spec.threads, timeout=300)
+        job = {"scenario": "candidates", "configs": [configs[i].to_dict() for i in live], "warmup": 2,
+               "min_runs": spec.min_runs, "min_time": spec.min_time, "max_time": 30.0}
+        res = spawn([sys.executable, "-m", "glp_bench.bench.worker"], job, spec.threads, timeout=300)
         if res.get("error"):
             for i in live:
                 errors.setdefault(names[i], res["error"])
@@ -213,39 +215,6 @@ def harness_latencies(paths: dict[str, Path], spec: MeasureSpec, vocab_size: int
             out[n] = {"latency_ms": stats.balanced_median(rounds[n]) * 1e3, "clock": clock, "cv": summary["cv"],
                       "wall_p50_ms": stats.percentile(walls[n], 50) * 1e3, "samples": summary["n"]}
     return out
-
-
-def _worker() -> int:
-    """One round of :func:`harness_latencies` (``python -m glp_bench.export.int8_select``; job as JSON on stdin)."""
-    import json
-
-    from ..bench.alternating import time_alternating
-    from ..bench.runner import RESULT_MARKER, BenchConfig
-    from ..bench.worker import ort_runner
-
-    try:
-        job = json.loads(sys.stdin.read())
-        configs = [BenchConfig.from_dict(c) for c in job["configs"]]
-        runs, failed = [], []
-        for cfg in configs:
-            try:
-                runs.append(ort_runner(cfg)[0])
-                failed.append(None)
-            except Exception as e:  # noqa: BLE001 - a candidate that cannot run is reported, the others timed
-                runs.append(None)
-                failed.append(_first_line(e))
-        ok = [i for i, f in enumerate(failed) if f is None]
-        wall, cpu = time_alternating([runs[i] for i in ok], list(range(len(ok))), warmup=job["warmup"],
-                                     min_runs=job["min_runs"], min_time=job["min_time"], max_time=job["max_time"])
-        full_wall, full_cpu = [[] for _ in configs], [[] for _ in configs]
-        for k, i in enumerate(ok):
-            full_wall[i], full_cpu[i] = wall[k], cpu[k]
-        result = {"wall": full_wall, "cpu": full_cpu, "failed": failed, "error": None}
-    except Exception as e:  # noqa: BLE001 - reported to the parent
-        result = {"error": _first_line(e)}
-    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
 
 
 def choose(results: Sequence[dict], tie: float = TIE) -> tuple[str, str]:
@@ -368,5 +337,3 @@ def rebuild(winner: str, fp32_path: Path, dst: Path, model_config, preset: str, 
             "selection": {"mode": f"reused from {selected_on}", "winner": winner, "why": why, "candidates": []}}
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_worker())
