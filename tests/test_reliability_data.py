@@ -299,3 +299,37 @@ def test_finals_left_counts_shared_layer_sets_once():
     assert finals_left(layers, 2, ["glp", "top"], 42, 1, steps, models) == (4, 0)  # finished: nothing left
     assert finals_left(layers, 2, ["glp", "top"], 42, 2, steps, models) == (4, 4)  # a second seed each
     assert finals_left(layers, 2, ["glp"], 42, 1, steps[:1], {}) == (3, 3)  # one GLP depth not decided yet
+
+
+def test_a_custom_task_scores_in_points_not_glue_points(tmp_path):
+    import dataclasses
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from glp_bench.report.plot import _panel
+    from glp_bench.report.render import caption
+    from glp_bench.report.stage import build_report
+
+    glue = build_report([_golden_copy(tmp_path, with_files=False)]).sections[0]
+    custom = dataclasses.replace(glue, task="mood")  # the same rows, a task of one's own
+    assert "dev score in GLUE points (x 100)" in caption(glue, 1.0)
+    assert "dev score in points (x 100)" in caption(custom, 1.0) and "GLUE" not in caption(custom, 1.0)
+    labels = {}
+    for name, section in (("glue", glue), ("custom", custom)):
+        fig, ax = plt.subplots()
+        _panel(ax, section, 1.0)
+        labels[name] = ax.get_ylabel()
+        plt.close(fig)
+    assert labels == {"glue": "dev MCC (GLUE points = MCC x 100)", "custom": "dev MCC (points = MCC x 100)"}
+
+
+def test_prune_lr_help_names_the_sweep(capsys):
+    from glp_bench.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "giving it skips the lr sweep (default: with --recipe auto the sweep's winner" in text
