@@ -95,6 +95,21 @@ def test_json_numbers_inf_and_booleans_are_refused_as_targets(tmp_path):
             load_split(task, tmp_path / "t.jsonl")
 
 
+@pytest.mark.parametrize("names", [["false", "true"], ["False", "True"]])
+def test_boolean_labels_match_their_names(names, tmp_path):
+    import pandas as pd
+
+    from glp_bench.data.custom import load_split
+    from glp_bench.data.task_def import build
+
+    task = build({"name": "b", "train": "x", "dev": "x", "text": ["text"], "label": "y", "regression": False,
+                  "labels": names, "metrics": ["accuracy"], "main_metric": "accuracy"})
+    pd.DataFrame({"text": ["a", "b", "c"], "y": [True, False, True]}).to_parquet(tmp_path / "b.parquet")
+    (tmp_path / "b.jsonl").write_text('{"text": "a", "y": false}\n{"text": "b", "y": true}\n')
+    assert list(load_split(task, tmp_path / "b.parquet")["label"]) == [1, 0, 1]
+    assert list(load_split(task, tmp_path / "b.jsonl")["label"]) == [0, 1]
+
+
 def test_glue_regression_labels_must_be_finite(tmp_path):
     from glp_bench.core.errors import DataError
     from glp_bench.data.loaders import load_task_data

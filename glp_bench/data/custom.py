@@ -15,6 +15,8 @@ import numbers
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import DataError
 from .tasks import Task
 
@@ -101,7 +103,7 @@ def _label_key(v) -> str | None:
     (a class id read as 1.0) without its decimals."""
     if _missing(v):
         return None
-    if isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):  # JSON true/false, a parquet bool column
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
@@ -118,8 +120,8 @@ def _labels(values, task: Task, path: Path, column: str) -> list:
         key = _label_key(v)
         if key in index:
             out.append(index[key])
-        elif isinstance(v, bool) and str(v) in index:  # labels = ["False", "True"]
-            out.append(index[str(v)])
+        elif isinstance(v, (bool, np.bool_)) and str(bool(v)) in index:  # labels = ["False", "True"]
+            out.append(index[str(bool(v))])
         elif key is not None and re.fullmatch(r"[0-9]+", key) and int(key) < task.num_labels:
             out.append(int(key))  # a class id (0..n-1) in place of its name
         else:
