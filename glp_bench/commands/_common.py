@@ -70,11 +70,21 @@ def quiet_hf() -> None:
 
 
 def parse_layers(text: str | None) -> list[int]:
+    """``--drop-layers``: comma-separated layer indices in ASCII digits (``3,5``); absent: none. Given but
+    empty (``""``, ``" , "``) or with an empty entry it is refused: it would silently drop nothing."""
+    import re
+
     from ..core.errors import SurgeryError
 
-    if not text:
+    if text is None:
         return []
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SurgeryError(f"--drop-layers takes comma-separated layer indices, got {text!r}") from None
+    items = [x.strip() for x in text.split(",")]
+    if not any(items):
+        raise SurgeryError(f"--drop-layers {text!r} names no layer; give comma-separated layer indices such as "
+                           "3,5, or leave the option out to keep every layer")
+    bad = next((x for x in items if not re.fullmatch(r"[0-9]+", x)), None)
+    if bad is not None:
+        what = "an empty entry" if not bad else f"{bad!r} is not a layer index in ASCII digits"
+        raise SurgeryError(f"--drop-layers takes comma-separated layer indices such as 3,5; got {text!r} "
+                           f"({what})")
+    return [int(x) for x in items]

@@ -54,11 +54,12 @@ def run(args) -> int:
     from ..core.errors import GlpError
     from ..core.preflight import writable_dir
     from ..core.rundir import default_run_dir
+    from ..data.checks import check_train_split
     from ..data.identity import model_identity
     from ..data.loaders import load_task_data
     from ..data.resolve import task_from_args
     from ..prune.finetune import finetune_model
-    from ..prune.models import model_slug, resolve_model
+    from ..prune.models import check_max_length, load_config, model_slug, resolve_model
     from ..prune.pooling import resolve_pooling
     from ..prune.precision import resolve_precision
     from ..prune.train import TrainConfig, resolve_device
@@ -67,9 +68,11 @@ def run(args) -> int:
     task = task_from_args(args)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)  # bf16 without support, fp16 on a CPU: refused now
-    model_id = resolve_model(args.model)
-    data = load_task_data(task, args.data_dir)
     layers = parse_layers(args.drop_layers)
+    model_id = resolve_model(args.model)
+    check_max_length(args.max_length, load_config(model_id), model_id)  # a long text would fail mid-training
+    data = load_task_data(task, args.data_dir)
+    check_train_split(task, data)  # one class, constant targets: nothing to learn
     pooling = resolve_pooling(args.pooling, model_id) if args.pooling else None
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                       seed=args.seed, max_samples=args.max_samples, pad_to_max=args.pad_to_max,

@@ -95,9 +95,13 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="epochs of the full-depth final alone (default: 5 with --budget fast unless --epochs is "
                    "given, chosen on the train split; else --epochs)")
     p.add_argument("--lr", type=lr_float, default=None,
-                   help="learning rate of all fine-tunes (default: 2e-5, and 5e-5 for the fast search)")
+                   help="learning rate of all fine-tunes; giving it skips the lr sweep (default: with --recipe "
+                   "auto the sweep's winner; with --recipe paper 2e-5, and 5e-5 for the fast search)")
     p.add_argument("--search-lr", type=lr_float, default=None,
                    help="learning rate of the candidate fine-tunes only (overrides --lr and --budget)")
+    p.add_argument("--max-length", type=positive_int, default=None,
+                   help="max tokens per example in every fine-tune, the export's validation and the deployed bundle "
+                   "(default 128; at most what the model's position embeddings hold)")
     p.add_argument("--seed", type=seed_int, default=42, help="seed of the split, heads, data order (default 42)")
     p.add_argument("--run", "--run-dir", dest="run_dir", default=None,
                    help="run directory (default runs/<task>-<model>); --run-dir: the old spelling, kept for this release")
@@ -141,11 +145,11 @@ def prepare(args):
     from ..data.resolve import task_from_args
     from ..prune.custom_code import load_config
     from ..prune.executors import ExecutorSpec, check_spec
-    from ..prune.models import layer_spec, model_slug, resolve_model
+    from ..prune.models import check_max_length, layer_spec, model_slug, resolve_model
     from ..prune.search import parse_strategies
     from ..prune.stage import RESUME_KEYS, check_min_depth, make_plan
     from ..prune.surgery import original_depth
-    from ..prune.train import resolve_device
+    from ..prune.train import TrainConfig, resolve_device
 
     task = task_from_args(args)  # GLUE name, .toml file or --train/--dev flags
     strategies = parse_strategies(args.strategy)
@@ -161,6 +165,7 @@ def prepare(args):
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
     layer_spec(mconfig.model_type)
+    check_max_length(args.max_length or TrainConfig.max_length, mconfig, model)
     depth = original_depth(mconfig)
     min_depth = check_min_depth(args.min_depth, depth)
     plan = make_plan(task.name, model, args.data_dir, strategies, args.budget, args.seed, min_depth,
@@ -170,7 +175,7 @@ def prepare(args):
                      distill_temperature=args.distill_temperature, precision=args.precision,
                      search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds,
                      depth_epochs=args.depth_epochs, student_init=args.student_init, pooling=args.pooling,
-                     reference_epochs=args.reference_epochs)
+                     reference_epochs=args.reference_epochs, max_length=args.max_length)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
         from ..prune.precision import resolve_precision

@@ -23,8 +23,8 @@ def add_parser(sub):
     p.add_argument("--target", "--device", dest="targets", action="append", default=None, metavar="NAME",
                    help="latency target (latency/NAME.json); repeatable (default: every target measured)")
     p.add_argument("--max-drop", type=non_negative_float, default=DEFAULT_MAX_DROP, metavar="POINTS",
-                   help="recommend the fastest artifact whose main dev score is at most this many GLUE points "
-                   "(metric x 100) below the full model (default %(default)s)")
+                   help="recommend the fastest artifact whose main dev score is at most this many points (the "
+                   "metric x 100: GLUE points on a GLUE task) below the full model (default %(default)s)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="also draw score against speedup per strategy and variant, Pareto frontier included")

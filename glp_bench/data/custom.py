@@ -2,14 +2,20 @@
 stage uses (text columns as named in the definition, ``label`` as class ids or floats).
 
 Every problem is one ``DataError`` naming the file, the row and the fix: not UTF-8, unreadable, a
-missing column, an empty split, a label outside the label set, a non-numeric regression target, a
-missing text. Rows are counted from 1 without the header; text formats also give the file's line.
+missing column, an empty split, a label outside the label set (class ids in ASCII digits only), a
+regression target that is not a finite number written in ASCII, a missing text. Rows are counted from 1
+without the header; text formats also give the file's line.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import numbers
+import re
 from pathlib import Path
+
+import numpy as np
 
 from ..core.errors import DataError
 from .tasks import Task
@@ -62,31 +68,68 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+# A number as users' files write it: ASCII digits, an optional sign, '.' decimals, an exponent. Python's float()
+# also takes '1_000', full-width and Arabic-Indic digits, 'inf' and 'nan': none of them is let through silently.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_FLOAT32_MAX = 3.4028234663852886e38  # a larger target becomes inf when training in float32
+
+
+def _target(v, where: str, column: str) -> float:
+    """A regression target: a finite number (a JSON/parquet number, or text in ``_NUMBER``'s form)."""
+    fix = "fix or drop the row"
+    if isinstance(v, bool) or not isinstance(v, (numbers.Real, str)):
+        raise DataError(f"{where}: regression target {v!r} in column {column!r} is not a number; {fix}")
+    if isinstance(v, str):
+        text = v.strip()
+        if not _NUMBER.fullmatch(text):
+            hint = ""
+            if text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+                raise DataError(f"{where}: regression target {v!r} in column {column!r} is not a finite number "
+                                f"(infinity and nan cannot be learned); {fix}")
+            if any(c.isdigit() or c.isnumeric() for c in text) and not text.isascii():
+                hint = " (write it with the ASCII digits 0-9)"
+            elif "," in text:
+                hint = " (write decimals with a '.')"
+            raise DataError(f"{where}: regression target {v!r} in column {column!r} is not a number{hint}; {fix}")
+    x = float(v)
+    if not math.isfinite(x) or abs(x) > _FLOAT32_MAX:
+        raise DataError(f"{where}: regression target {v!r} in column {column!r} is not a finite number (infinity, "
+                        f"nan and values beyond float32's range cannot be learned); {fix}")
+    return x
+
+
+def _label_key(v) -> str | None:
+    """The label as text to look up in the label set: stripped; a JSON boolean as JSON writes it; a whole float
+    (a class id read as 1.0) without its decimals."""
+    if _missing(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):  # JSON true/false, a parquet bool column
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
 def _labels(values, task: Task, path: Path, column: str) -> list:
-    out = []
     if task.is_regression:
-        for i, v in enumerate(values):
-            try:
-                x = float(v)
-                if x != x:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise DataError(f"{_where(path, i)}: regression target {v!r} in column {column!r} is not a "
-                                "number; fix or drop the row") from None
-            out.append(x)
-        return out
+        return [_target(v, _where(path, i), column) for i, v in enumerate(values)]
     index = {name: i for i, name in enumerate(task.label_names)}
+    ids = f"0-{task.num_labels - 1}"
+    out = []
     for i, v in enumerate(values):
-        key = str(v).strip() if not _missing(v) else None
-        if isinstance(v, float) and v.is_integer():
-            key = str(int(v))
+        key = _label_key(v)
         if key in index:
             out.append(index[key])
-        elif key is not None and key.isdigit() and int(key) < task.num_labels and key not in index:
+        elif isinstance(v, (bool, np.bool_)) and str(bool(v)) in index:  # labels = ["False", "True"]
+            out.append(index[str(bool(v))])
+        elif key is not None and re.fullmatch(r"[0-9]+", key) and int(key) < task.num_labels:
             out.append(int(key))  # a class id (0..n-1) in place of its name
         else:
+            hint = ""
+            if key and any(c.isdigit() or c.isnumeric() for c in key) and not key.isascii():
+                hint = f" (a class id is written with the ASCII digits {ids})"
             raise DataError(f"{_where(path, i)}: label {v!r} in column {column!r} is not in the label set "
-                            f"{list(task.label_names)}; add it to labels or fix the row")
+                            f"{list(task.label_names)} nor a class id {ids}{hint}; add it to labels or fix the row")
     return out
 
 

@@ -144,10 +144,17 @@ def _read_export(path: Path, kind: str):
 def _labels(df, task: Task, path: Path):
     col = df["label"]
     if task.is_regression:
+        import numpy as np
+
         try:
-            return col.astype(float)
+            values = col.astype(float)
         except ValueError:
             raise DataError(f"{path}: {task.name} labels must be numbers") from None
+        bad = ~np.isfinite(values.to_numpy())
+        if bad.any():
+            raise DataError(f"{path}: {int(bad.sum())} {task.name} label(s) are not finite numbers (first: "
+                            f"{col[bad].iloc[0]!r}); infinity and nan cannot be learned: fix or drop those rows")
+        return values
     mapping = dict(task.layout.label_map or {}) if task.layout else {}
     mapping.update({name: i for i, name in enumerate(task.label_names)})
     mapping.update({str(i): i for i in range(task.num_labels)})

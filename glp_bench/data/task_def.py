@@ -130,6 +130,10 @@ def normalize(raw: Mapping, src: str, base: Path | None = None, check_files: boo
         labels = _str_list(raw["labels"], "labels", src)
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise TaskError(f"{src}: labels must be at least two distinct names, got {labels}")
+        padded = next((v for v in labels if v != v.strip() or not v.isprintable()), None)
+        if padded is not None:  # the files' labels are compared stripped: such a name could never match
+            raise TaskError(f"{src}: label name {padded!r} has surrounding spaces or invisible characters; "
+                            "write the names as they appear in the files, without them")
         out["labels"], allowed = labels, CLASS_METRICS
     metrics = _str_list(raw.get("metrics", list(allowed[:1] if not regression else allowed)), "metrics", src)
     bad = [m for m in metrics if m not in allowed]

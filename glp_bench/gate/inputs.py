@@ -66,7 +66,13 @@ def resolve_model(spec: str, model: str | None = None, variant: str | None = Non
         if path.suffix != ".onnx":
             raise GateInputError(f"{path} is not an .onnx file; pass an ONNX model, an export folder or a run directory "
                                  "(a latency .json is a stored baseline: pass it as --baseline)")
-        return path, {"kind": "file", "model": None, "variant": variant or variant_of(path)}
+        named = variant_of(path)
+        if variant is not None:  # never ignored: a typo or a contradiction is refused
+            _check_variant(variant)
+            if named is not None and named != variant:
+                raise GateInputError(f"--variant {variant} but {path} is the {named} file; --variant picks the file "
+                                     f"in export folders and run directories: leave it out or pass the {variant} file")
+        return path, {"kind": "file", "model": None, "variant": variant or named}
     if not path.is_dir():
         raise GateInputError(f"{path} does not exist; pass an ONNX model, an export folder or a run directory")
     if RunDir.is_run(path):
@@ -111,7 +117,7 @@ def select_record(doc: dict, *, key: str | None = None, model: str | None = None
                              + (" ..." if len(keys) > 12 else ""))
     ref_model = (doc.get("reference") or {}).get("onnx")
     model = model or (ref_model.split("/")[0] if ref_model else None)
-    variant = variant or DEFAULT_VARIANT
+    variant = _check_variant(variant)
     chosen = [m for m in usable if (model is None or m["model"] == model) and m["variant"] == variant
               and (batch is None or m["batch"] == batch) and (seq is None or m["seq"] == seq)
               and (threads is None or m["threads"] == threads)]

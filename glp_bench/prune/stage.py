@@ -51,7 +51,7 @@ from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .executors import ExecutorSpec
 from .search import baseline_order, default_min_depth, greedy_search
 from .train import TrainConfig
-from .work import depth_scaled_epochs, prune_work, sweep_first_wave
+from .work import depth_scaled_epochs, eta_text, finals_left, prune_work, sweep_first_wave
 
 FAST_SEARCH_SAMPLES = 2000
 FAST_SEARCH_LR = 5e-5
@@ -142,7 +142,7 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
               search_epochs=None, search_samples=None, epochs=None, lr=None, search_lr=None, recipe=None,
               warmup=None, distill=None, distill_alpha=None, distill_temperature=None, precision="fp32",
               search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None, student_init=None,
-              pooling=None, reference_epochs=None) -> PrunePlan:
+              pooling=None, reference_epochs=None, max_length=None) -> PrunePlan:
     """The plan of a run: the budget preset, then the knobs that override it (``lr`` sets every fine-tune's
     learning rate, ``search_lr`` the candidates' alone and wins over ``lr``). ``recipe`` (default: auto, paper
     for the paper budget): ``auto`` sweeps ``SWEEP_LRS`` with a ``AUTO_WARMUP`` warm-up unless both learning
@@ -176,6 +176,8 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     preset = BUDGETS[budget]
     search = TrainConfig(seed=seed, **preset["search"])
     final = TrainConfig(seed=seed, **preset["final"])
+    if max_length is not None:  # tokens per example everywhere (default TrainConfig's 128)
+        search, final = replace(search, max_length=max_length), replace(final, max_length=max_length)
     if search_epochs is not None:
         search = replace(search, epochs=search_epochs)
     if search_samples is not None:
@@ -381,6 +383,7 @@ class Pruner:
     finals; is the only writer of the run directory (executors hand it their results)."""
 
     def __init__(self, plan: PrunePlan, run: RunDir, progress=None):
+        from ..data.checks import check_search_split, check_train_split
         from ..data.loaders import load_task_data, search_split
         from ..data.resolve import get_task
         from .models import load_classifier, load_tokenizer
@@ -390,6 +393,8 @@ class Pruner:
         self.plan, self.run, self.progress = plan, run, progress
         self.task = get_task(plan.task_def or plan.task)
         data = load_task_data(self.task, plan.data_dir)
+        check_train_split(self.task, data)  # before any work: one class, constant targets, too few rows
+        check_search_split(self.task, data["train"])
         tokenizer = load_tokenizer(plan.model)
         # One pre-trained model with one seeded head: every candidate and final model is cut from it (pruned
         # finals with --student-init teacher: from it with the fine-tuned full model's weights loaded).
@@ -536,6 +541,30 @@ def run_sweep(run: RunDir, plan: PrunePlan, scores, on_update) -> float:
                      "decided_by": decided_by(points, best)}
     on_update()
     return rec["chosen"]["lr"]
+
+
+def sweep_lines(run: RunDir, plan: PrunePlan, metric: str, console, on_update):
+    """``on_update`` for ``run_sweep`` that also prints one plain line per finished sweep point, with elapsed time
+    and ETA (the sweep adds no unit to the run's bar, so a log would show nothing for minutes otherwise)."""
+    from ..core.progress import fmt_seconds
+
+    t0 = time.monotonic()
+    seen = set((run.data.get("recipe") or {}).get("points") or {})
+    first, wave = len(seen), len(sweep_first_wave(plan.sweep["lrs"]))
+
+    def update():
+        on_update()
+        points = run.data["recipe"]["points"]
+        for key in [k for k in points if k not in seen]:
+            seen.add(key)
+            done, elapsed = len(points), time.monotonic() - t0
+            planned = max(wave, done)
+            eta = elapsed / max(done - first, 1) * (planned - done)
+            console.print(f"recipe sweep: lr {points[key]['lr']:g}, held-out {metric} {points[key]['score']:.4f}: "
+                          f"{done}/{planned} done, elapsed {fmt_seconds(elapsed)}, ETA {fmt_seconds(eta)}",
+                          markup=False, highlight=False)
+
+    return update
 
 
 def save_array(path: Path, array) -> None:
@@ -742,30 +771,38 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         # The plan, with a time estimate from a short calibration of the full model where the work runs
         # (Workload.calibrate), and rounds of executor.slots parallel fine-tunes.
         n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
-        n_final = 1 + len(plan.strategies) * (n - min_depth)  # at most: strategies may share layer sets
-        ex_per_s = executor.calibrate()
+        on_disk = {k: m for k, m in run.models.items() if run.model_path(k).is_dir()}  # as run_finals counts them
+        n_final, finals_todo = finals_left(pruner.layers, min_depth, plan.strategies, plan.seed, plan.final_seeds,
+                                           run.strategies.get("glp", {}).get("steps", []), on_disk)
         search_ex = min(plan.search.max_samples or len(pruner.work.fit), len(pruner.work.fit)) * plan.search.epochs
         final_ex = min(plan.final.max_samples or len(pruner.work.train), len(pruner.work.train)) * plan.final.epochs
         depths = range(min_depth, n + 1)
         cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
         waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
             if "glp" in plan.strategies else 0
-        final_waves = math.ceil(max(n_final - _finals_done(run), 0) / executor.slots) * plan.final_seeds
+        final_waves = math.ceil(finals_todo / executor.slots)
         if plan.depth_epochs == "scaled":  # every final costs about what the full model's does
             final_waves /= cost
         sweep_waves = (math.ceil(len(sweep_first_wave(plan.sweep["lrs"])) / executor.slots)
                        if plan.sweep and not chosen else 0)
-        est = estimate_seconds(waves * plan.search_seeds + sweep_waves / cost, final_waves, search_ex, final_ex,
-                               ex_per_s / cost)
-        if plan.reference_epochs and not _finals_done(run):  # the full-depth model's extra epochs
-            est += final_ex / plan.final.epochs * (plan.reference_epochs - plan.final.epochs) * plan.final_seeds / ex_per_s
+        if waves or sweep_waves or final_waves:
+            ex_per_s = executor.calibrate()
+            est = estimate_seconds(waves * plan.search_seeds + sweep_waves / cost, final_waves, search_ex, final_ex,
+                                   ex_per_s / cost)
+            if plan.reference_epochs and not _finals_done(run):  # the full-depth model's extra epochs
+                est += (final_ex / plan.final.epochs * (plan.reference_epochs - plan.final.epochs) * plan.final_seeds
+                        / ex_per_s)
+            started = _glp_done(run) or _finals_done(run) or (run.data.get("recipe") or {}).get("points")
+            eta = eta_text(est, bool(started))
+        else:
+            eta = "nothing left to do (every fine-tune is finished)"
         console.print(
             f"[bold]plan[/]: {plan.task}, {plan.model} ({n} layers) -> depths {n}..{min_depth}; strategies "
             f"{', '.join(plan.strategies)}; budget {plan.budget} ({_budget_text(plan, bool(chosen))}); {_recipe_text(plan, run)}; "
             f"{n_search} candidate fine-tunes x {plan.search_seeds} seed(s) ({_glp_done(run)} done), up to {n_final} "
             f"final fine-tunes x {plan.final_seeds} seed(s) ({_finals_done(run)} done); precision {precision}; "
             f"{describe_data(pruner.task, plan.data_dir)}; executor {executor.describe()}; "
-            f"estimated {est / 60:.0f} min; run directory {run.path}"
+            f"{eta}; run directory {run.path}"
         )
         overall = progress.add_task("glp-bench prune", total=n_search + n_final)
 
@@ -781,7 +818,8 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         on_update()
         if plan.sweep and not chosen:
             progress.update(overall, description="recipe sweep")
-            plan = with_recipe(plan, run_sweep(run, plan, executor.scores, on_update))
+            plan = with_recipe(plan, run_sweep(run, plan, executor.scores,
+                                               sweep_lines(run, plan, pruner.task.main_metric, console, on_update)))
             pruner.use(plan)
             executor.load(pruner)
             console.print(_recipe_text(plan, run))

@@ -65,3 +65,37 @@ def prune_work(plan, n_layers: int, min_depth: int, n_fit: int, n_train: int, re
             extra = len([s for s in (rec.get("seeds") or {}) if s != str(plan.seed)])
             done += final_cost(int(rec["depth"])) * (1 + min(extra, seeds - 1))
     return done, max(total, done)
+
+
+def finals_left(layers: list[int], min_depth: int, strategies: list[str], seed: int, final_seeds: int,
+                glp_steps: list[dict], models: dict) -> tuple[int, int]:
+    """``(distinct final models, final fine-tunes left)`` of a run: every strategy's kept-layer sets, each set once
+    (strategies share the sets they both reach), times ``final_seeds``, less those the run's ``models`` records
+    finished. A GLP depth whose step is not decided yet counts as a new set (an upper bound)."""
+    from .search import baseline_order
+
+    n = len(layers)
+    sets, undecided = set(), 0
+    for strategy in strategies:
+        if strategy == "glp":
+            order = [s["chosen"] for s in glp_steps if s.get("chosen") is not None][: n - min_depth]
+            undecided = n - min_depth - len(order)
+        else:
+            order = baseline_order(strategy, n, seed)[: n - min_depth]  # as removal_orders
+        sets.update(tuple(i for i in layers if i not in order[:k]) for k in range(len(order) + 1))
+    done = {tuple(r.get("kept_layers") or ()): r for r in models.values() if r.get("dev_scores") is not None}
+    left = undecided * final_seeds
+    for kept in sets:
+        rec = done.get(kept)
+        if rec is None:
+            left += final_seeds
+        else:
+            extra = len([s for s in (rec.get("seeds") or {}) if s != str(seed)])
+            left += max(final_seeds - 1 - extra, 0)
+    return len(sets) + undecided, left
+
+
+def eta_text(seconds: float, started: bool) -> str:
+    """The plan line's time estimate: minutes, ``<1 min`` for a short run; ``left`` when resuming."""
+    when = "<1 min" if seconds < 60 else f"{seconds / 60:.0f} min"
+    return f"estimated {when}" + (" left (resuming)" if started else "")

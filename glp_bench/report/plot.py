@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import GlpError
-from .stage import Report, Row, Section, metric_label, points
+from .stage import Report, Row, Section, metric_label, points, score_unit
 
 MARKERS = {"torch-eager": "X", "fp32": "o", "fp32-opt": "s", "int8": "^", "fp16": "D"}
 COLOURS = {"full": "black", "glp": "tab:blue", "top": "tab:orange", "bottom": "tab:green", "random": "tab:purple"}
@@ -97,7 +97,7 @@ def _panel(ax, section: Section, max_drop: float) -> None:
     threads = f"{shape['threads']} thread" + ("s" if shape["threads"] != 1 else "")
     ax.set_xlabel(f"speedup vs full-depth fp32 ONNX (×, higher is faster; batch {shape['batch']}, "
                   f"seq {shape['seq']}, {threads})")
-    ax.set_ylabel(f"dev {metric} (GLUE points = {metric} x 100)")
+    ax.set_ylabel(f"dev {metric} ({score_unit(section.task)} = {metric} x 100)")
     emulated = " (emulated on this host)" if section.target_info.get("emulated") else ""
     ax.set_title(f"{section.run_name}: {section.task} on {section.target}{emulated}", fontsize=11)
     ax.grid(True, alpha=0.3)

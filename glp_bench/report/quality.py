@@ -2,7 +2,7 @@
 
 Pure functions of a run's manifest (``glp_bench.core.rundir.RunDir``); rendered by ``glp_bench.report.render``
 as two tables ("training" and "GLP steps") when they say something a plain run would not (a distilled
-model, several seeds, or a step with a bootstrap record). Scores in GLUE points (x100).
+model, several seeds, or a step with a bootstrap record). Scores in points (x100).
 """
 
 from __future__ import annotations

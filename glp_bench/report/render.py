@@ -1,6 +1,6 @@
 """A ``glp_bench.report.stage.Report`` as rich tables, Markdown, CSV and JSON, and the run's ``report.md``.
 
-The table and the Markdown show the same cells (``section_cells``): scores in GLUE points (metric
+The table and the Markdown show the same cells (``section_cells``): scores in points (metric
 x 100), times in milliseconds, sizes in MB. CSV and JSON keep raw values (fractions, seconds, bytes).
 """
 
@@ -22,6 +22,7 @@ from .stage import (
     metric_label,
     points,
     recommendation_text,
+    score_unit,
 )
 
 JSON_FORMAT = "glp-bench-report"
@@ -166,8 +167,8 @@ def section_title(section: Section) -> str:
 
 def caption(section: Section, max_drop: float) -> str:
     m = metric_label(section.main_key)
-    return (f"layers: kept, original indices; {m}: dev score in GLUE points (x 100) of the artifact (ONNX variants "
-            f"through ONNX Runtime), {m} torch: of the PyTorch model; Δ: vs the full-depth PyTorch model; "
+    return (f"layers: kept, original indices; {m}: dev score in {score_unit(section.task)} (x 100) of the artifact "
+            f"(ONNX variants through ONNX Runtime), {m} torch: of the PyTorch model; Δ: vs the full-depth PyTorch model; "
             "p50/p90 of all samples; MB: file size; speedup = ratio of balanced medians vs the "
             "full-depth fp32 ONNX model (glp-bench latency); Pareto = no other artifact is both faster and better; "
             f"* = recommended (max drop {points(max_drop)})")

@@ -403,6 +403,13 @@ def metric_label(key: str) -> str:
     return f"{_SPLIT_LABELS.get(split, split)} {label}" if split else label
 
 
+def score_unit(task: str) -> str:
+    """What a score x 100 is called: ``GLUE points`` on a GLUE task, ``points`` on a custom one."""
+    from ..data.tasks import TASKS
+
+    return "GLUE points" if task in TASKS else "points"
+
+
 def points(x: float) -> str:
     """``1 point``, ``0.5 points``: a --max-drop for humans."""
     return f"{x:g} point" + ("" if x == 1 else "s")
@@ -425,6 +432,38 @@ def recommendation_text(section: Section, max_drop: float) -> str:
     if not any(x.delta() is not None for x in section.rows):
         return f"no recommendation for {where}: the full-depth model has no dev score to compare with"
     return f"no recommendation for {where}: no artifact is within {points(max_drop)} of the full model's {metric}"
+
+
+def missing_files(rd: RunDir) -> dict[str, list[str]]:
+    """{model: what of it is not on disk} for the finished models of a run: ``model`` (its PyTorch folder) and the
+    ONNX variants exported ok whose file is gone; models with everything in place are left out."""
+    out: dict[str, list[str]] = {}
+    for name, rec in rd.finished_models().items():
+        gone = [] if rd.model_dir(name).is_dir() else ["model"]
+        for variant in rd.ok_variants(name):
+            path = ((rec.get("onnx") or {}).get(variant) or {}).get("path")
+            if path and not rd.file(path).is_file():
+                gone.append(variant)
+        if gone:
+            out[name] = gone
+    return out
+
+
+def missing_note(rd: RunDir) -> str | None:
+    """The report's note on model files that the manifest records but the disk lacks (a deleted depth folder), or
+    on a directory that holds the records only (a copy of manifest.json and latency/)."""
+    gone = missing_files(rd)
+    if not gone:
+        return None
+    finished = rd.finished_models()
+    if set(gone) == set(finished) and all(v == ["model", *rd.ok_variants(n)] for n, v in gone.items()):
+        return (f"{rd.path} holds the run's records only (no model or ONNX file): the rows come from manifest.json; "
+                "'glp-bench deploy' and 'glp-bench latency' need the run with its files")
+    what = "; ".join(f"{n} ({'its folder' if not (rd.path / n).exists() else ', '.join(v)})"
+                     for n, v in gone.items())
+    return (f"files missing in {rd.path}: {what}; these rows come from manifest.json and cannot be deployed or "
+            f"measured: re-run the run's 'glp-bench prune' command (models), then 'glp-bench export --run {rd.path}' "
+            "(ONNX files)")
 
 
 def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | None = None, *,
@@ -472,6 +511,9 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
                 if any(r.unstable for r in trows):
                     notes.append(f"! = spread too large to trust (CV above {info['max_cv']:.0%}); "
                                  "re-measure on an idle machine")
+            gone = missing_note(rd)
+            if gone:
+                notes.append(gone)
             notes.extend(n for r in trows for n in r.notes if "not measured" not in n)
             notes.extend(int8_notes(rd.models, {r.name for r in trows if r.variant == "int8"}))
             if any(r.reference_scores is None for r in trows):
