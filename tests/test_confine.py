@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, assert_clean_error, run_cli
+from .conftest import REPO, assert_clean_error, assert_schema, run_cli
 from .test_export import make_run
 
 
@@ -219,6 +219,7 @@ def test_a_resumed_export_ships_the_int8_recipe_chosen_before_the_kill(run_copy,
     first, second = (models[n]["onnx"]["int8"]["build"] for n in ("depth-04", "depth-02"))
     assert first["candidate"] == second["candidate"] == "fused-tensor"
     assert first["selection"]["mode"] == "measured" and len(first["selection"]["candidates"]) >= 4
+    assert_schema(run_copy / "manifest.json", "run")
     assert second["selection"]["mode"] == "reused from depth-04"
     # --force times again
     export_run(run_copy, variants="fp32,int8", force=True).raise_for_failures()
