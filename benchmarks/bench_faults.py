@@ -377,7 +377,7 @@ def main(argv=None) -> int:
                 records.append(two_writers(stage, setup, snap, root / f"x2-{stage}-{link}", symlink=link))
                 log(f"two writers{' (one through a symlink)' if link else ''}, {stage}: "
                     f"{'ok' if not records[-1]['differences'] else 'PROBLEM'}")
-        snap["sizes"] = {"prune": _size(root / "ref"), "deploy": _size(root / "ref-bundle")}
+        snap["sizes"] = {"prune": _size(root / "pruned"), "deploy": _size(root / "ref-bundle")}  # ref: exported since
         for stage in [s for s in ("prune", "deploy") if s in stages]:
             records.append(disk_full(stage, setup, snap, root / f"full-{stage}"))
             log(f"disk full ({records[-1]['disk']}), {stage}: {'ok' if not records[-1]['differences'] else 'PROBLEM'}")
