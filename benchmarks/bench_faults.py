@@ -7,7 +7,7 @@ table; exit 1 on any difference.
 
     python benchmarks/bench_faults.py                 # 12 kill trials (4 per stage) + the other trials
     python benchmarks/bench_faults.py --trials 30 --seed 7 --json faults.json
-    python benchmarks/bench_faults.py --trials 0 --stages prune,export,deploy --only issue32   # the issue-32 trials
+    python benchmarks/bench_faults.py --only issue32   # only the issue-32 trials (no kill trials)
 
 What "the same" means per stage: prune -- every GLP step's candidates and scores, the removal orders, and
 every model's kept layers, dev scores and weight files (sha256); export -- every variant's status and dev
@@ -329,8 +329,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write every trial's record to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     ap.add_argument("--only", choices=["issue32"], default=None,
-                    help="issue32: only the symlinked-writer, disk-full and int8-kill trials (with --trials 0)")
+                    help="issue32: only the symlinked-writer, disk-full and int8-kill trials (no kill trials)")
     args = ap.parse_args(argv)
+    if args.only:
+        args.trials = 0
     stages = [s for s in args.stages.split(",") if s]
     if not stages or any(s not in ("prune", "export", "deploy") for s in stages):
         ap.error(f"--stages takes prune, export, deploy; got {args.stages!r}")

@@ -4,7 +4,8 @@ the process dies.
 The lock is named after the *resolved* directory (symlinks followed), so every spelling of one directory
 (``runs/x``, ``./runs/../runs/x``, a symlink to it) meets the same lock. The lock file sits *beside* the
 directory (``runs/.cola-x.lock`` for ``runs/cola-x``), so that ``prune --fresh`` can move the directory aside
-while holding it, and ``deploy`` can replace a bundle folder while holding its lock. It holds the holder's pid,
+while holding it, and ``deploy`` can replace a bundle folder while holding its lock (a bundle's lock file is
+removed when its deploy ends: ``release(remove=True)``). It holds the holder's pid,
 host, command and start time, which a refused second writer names. A process holds a lock until it exits (or
 ``release``); taking it again in the same process is a no-op. Readers (report, gate) never take it; ``deploy``
 asks :func:`being_written` so that it never ships a half-written choice.
@@ -61,27 +62,44 @@ def describe(h: dict | None) -> str:
             if h else "another process")
 
 
+def _locked_fd(path: Path) -> int | None:
+    """An open fd of ``path`` holding its exclusive flock, or None when another process holds it. A lock file
+    removed by its holder (``release(remove=True)``) after this process opened it is opened again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            return None
+        try:
+            st, now = os.fstat(fd), os.stat(path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def acquire(run_dir: str | os.PathLike, command: str | None = None, option: str = "--run") -> Path:
     """Take the write lock of ``run_dir`` or raise ``RunDirError`` naming the process that holds it."""
     path = lock_path(run_dir)
     key = str(path)
     if key in _HELD:
         return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        if e.errno == errno.EROFS:
-            raise RunDirError(f"{path.parent} is read-only (a read-only file system: the lock file {path.name} cannot "
-                              f"be written); make it writable or choose another {option}") from None
-        raise RunDirError(f"cannot create the lock file {path} ({e.strerror}); choose a writable {option}") from None
     deadline = time.monotonic() + PROBE_GRACE_S
-    while not _try_lock(fd):
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = _locked_fd(path)
+        except OSError as e:
+            if e.errno == errno.EROFS:
+                raise RunDirError(f"{path.parent} is read-only (a read-only file system: the lock file {path.name} "
+                                  f"cannot be written); make it writable or choose another {option}") from None
+            raise RunDirError(f"cannot create the lock file {path} ({e.strerror}); choose a writable {option}") from None
+        if fd is not None:
+            break
         if time.monotonic() > deadline:
             raise RunDirError(f"{run_dir} is being written by {describe(holder(run_dir))}; wait for it to finish "
                               f"(or stop it), or use another {option}") from None
         time.sleep(0.05)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "command": command or " ".join(["glp-bench", *sys.argv[1:]])}
@@ -91,9 +109,13 @@ def acquire(run_dir: str | os.PathLike, command: str | None = None, option: str 
     return path
 
 
-def release(run_dir: str | os.PathLike) -> None:
-    fd = _HELD.pop(str(lock_path(run_dir)), None)
+def release(run_dir: str | os.PathLike, remove: bool = False) -> None:
+    """Drop the lock; ``remove``: delete the lock file first (a bundle's, so nothing is left beside it)."""
+    path = lock_path(run_dir)
+    fd = _HELD.pop(str(path), None)
     if fd is not None:
+        if remove:
+            path.unlink(missing_ok=True)  # while still held: a waiter then finds another file (_locked_fd)
         os.close(fd)  # closing drops the flock
 
 

@@ -406,7 +406,7 @@ def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike,
         clean_stale(out)
         return _deploy(run_dir, target_spec, out, **options)
     finally:
-        release(out)
+        release(out, remove=True)
 
 
 def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int | None = None,
