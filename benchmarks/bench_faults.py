@@ -1,15 +1,23 @@
-"""Fault benchmark (issue 17): kill -9 at seeded random moments during ``prune``, ``export`` and ``deploy``
-on a tiny model, resume each by re-running the same command, and compare the result with an uninterrupted
-run; then start two writers on one run directory at once. Prints a table; exit 1 on any difference.
+"""Fault benchmark (issues 17 and 32): kill -9 at seeded random moments during ``prune``, ``export`` and
+``deploy`` on a tiny model, resume each by re-running the same command, and compare the result with an
+uninterrupted run; then start two writers on one run directory at once (also through a symlink), fill the
+disk under ``prune`` and ``deploy`` (a small tmpfs as root, else a simulated ENOSPC) and resume, and kill an
+``export`` whose int8 recipe is timed (``--int8-candidate auto``) during the selection and after it. Prints a
+table; exit 1 on any difference.
 
-    python benchmarks/bench_faults.py                 # 12 kill trials (4 per stage) + 2 two-writer trials
+    python benchmarks/bench_faults.py                 # 12 kill trials (4 per stage) + the other trials
     python benchmarks/bench_faults.py --trials 30 --seed 7 --json faults.json
+    python benchmarks/bench_faults.py --only issue32   # only the issue-32 trials (no kill trials)
 
 What "the same" means per stage: prune -- every GLP step's candidates and scores, the removal orders, and
 every model's kept layers, dev scores and weight files (sha256); export -- every variant's status and dev
 scores; deploy -- the bundle's files (sha256) and self-check, ``glp-runtime verify`` passing, and no
 ``.NAME.tmp-*`` left beside it. Two writers: exactly one is refused (exit 2, naming the holder) and the
-other's result equals the uninterrupted run.
+other's result equals the uninterrupted run. Disk full: the command ends with exit 2 naming the device, the
+manifest stays valid, and the resume after freeing space equals the uninterrupted run. int8 killed: no temp
+folder left, every model ships the one recipe chosen (recorded before the kill, or chosen anew when the kill
+came before the choice), and statuses and dev scores equal an uninterrupted export of that recipe (which
+recipe an uninterrupted run times fastest is itself noise on a tiny model, so it is compared per recipe).
 """
 
 from __future__ import annotations
@@ -152,15 +160,19 @@ def trial(stage: str, setup: Setup, snap: dict, delay: float, work: Path) -> dic
             "differences": diff(want, got)}
 
 
-def two_writers(stage: str, setup: Setup, snap: dict, work: Path) -> dict:
-    """Two identical writers started together on one run directory."""
+def two_writers(stage: str, setup: Setup, snap: dict, work: Path, symlink: bool = False) -> dict:
+    """Two identical writers started together on one run directory (``symlink``: the second through a link)."""
     work.mkdir(parents=True)
     run_dir = work / "run"
     if stage == "export":
         shutil.copytree(snap["pruned"], run_dir)
-    cmd = setup.prune_cmd(run_dir) if stage == "prune" else setup.export_cmd(run_dir)
+    spellings = [run_dir, run_dir]
+    if symlink:
+        (work / "link").symlink_to(run_dir)
+        spellings[1] = work / "link"
+    cmds = [setup.prune_cmd(r) if stage == "prune" else setup.export_cmd(r) for r in spellings]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
-             for _ in range(2)]
+             for cmd in cmds]
     outs = [p.communicate(timeout=900) for p in procs]
     rcs = sorted(p.returncode for p in procs)
     refused = [e for (_, e), p in zip(outs, procs, strict=True) if p.returncode == 2]
@@ -169,7 +181,142 @@ def two_writers(stage: str, setup: Setup, snap: dict, work: Path) -> dict:
         problems.append(f"exit statuses {rcs}, expected one 0 and one 2 naming the holder")
     got = prune_result(run_dir) if stage == "prune" else export_result(run_dir)
     problems += diff(snap[stage], got)
-    return {"stage": f"{stage} x2", "delay_s": None, "killed": None, "resume_rc": rcs, "differences": problems}
+    return {"stage": f"{stage} x2" + (" link" if symlink else ""), "delay_s": None, "killed": None, "resume_rc": rcs,
+            "differences": problems}
+
+
+# --- a full disk -------------------------------------------------------------------------------------------
+def _mount(folder: Path, options: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    args = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)] if "remount" not in options \
+        else ["mount", "-o", options, str(folder)]
+    return subprocess.run(args, capture_output=True).returncode == 0
+
+
+SIMULATED_FULL = """import errno, os, sys
+left = [int(sys.argv[1])]
+real = os.fsync
+def fsync(fd):
+    if left[0] <= 0:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    left[0] -= 1
+    real(fd)
+os.fsync = fsync
+from glp_bench.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def disk_full(stage: str, setup: Setup, snap: dict, work: Path) -> dict:
+    """``prune`` or ``deploy`` writing to a disk that fills up: exit 2 naming the device, then (space freed) the
+    same command resumes to the uninterrupted result. A tmpfs of half the result's size where this process may
+    mount one (root), else ENOSPC from the atomic writes' fsync after a few of them (in-process)."""
+    work.mkdir(parents=True)
+    disk = work / "disk"
+    disk.mkdir()
+    need = snap["sizes"][stage]
+    real = _mount(disk, f"size={max(need // 2 // 1024, 8)}k")
+    if stage == "prune":
+        target = disk / "run"
+        cmd = setup.prune_cmd(target)
+    else:
+        run_dir = work / "run"
+        shutil.copytree(snap["exported"], run_dir)
+        target = disk / "bundle"
+        cmd = setup.deploy_cmd(run_dir, target)
+    try:
+        first = run(cmd) if real else run([sys.executable, "-c", SIMULATED_FULL, "3" if stage == "prune" else "1", *cmd[3:]])
+        problems = []
+        if first.returncode != 2 or "no space left on the device holding" not in first.stderr:
+            problems.append(f"full disk: exit {first.returncode}, {first.stderr.strip().splitlines()[-1:]}")
+        if stage == "prune":
+            try:
+                json.loads((target / "manifest.json").read_text())
+            except (OSError, ValueError) as e:
+                problems.append(f"manifest not valid after the full disk: {e}")
+        if real:
+            _mount(disk, f"remount,size={need * 4 // 1024 + 1024}k")
+        again = run(cmd)
+        if again.returncode != 0:
+            problems.append(f"resume failed: {again.stderr.strip().splitlines()[-1:]}")
+        else:
+            got = prune_result(target) if stage == "prune" else deploy_result(target)
+            problems += diff(snap[stage], got)
+        return {"stage": f"{stage} full", "delay_s": None, "killed": None,
+                "resume_rc": [first.returncode, again.returncode], "differences": problems,
+                "disk": "tmpfs" if real else "simulated ENOSPC"}
+    finally:
+        if real:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# --- export killed around the int8 selection -------------------------------------------------------------
+def int8_uses(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "manifest.json").read_text())
+    return {n: ((r.get("onnx") or {}).get("int8") or {}).get("build", {}).get("candidate") for n, r in m["models"].items()}
+
+
+def kill_when(cmd: list[str], ready, timeout: float = 900) -> bool:
+    """Start ``cmd``; SIGKILL its process group as soon as ``ready()``; False when it ended first."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=REPO,
+                         start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        if ready():
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return True
+        time.sleep(0.02)
+    p.wait()
+    return False
+
+
+def int8_killed(moment: str, setup: Setup, snap: dict, work: Path, forced: dict) -> dict:
+    """Kill an ``--int8-candidate auto`` export during the candidates' selection (``selecting``: their temp
+    folder exists) or once the choice is recorded (``chosen``), resume it, and compare."""
+    work.mkdir(parents=True)
+    run_dir = work / "run"
+    shutil.copytree(snap["pruned"], run_dir)
+    cmd = cli("export", "--run", str(run_dir), "--variants", "fp32,int8")
+
+    def selecting() -> bool:
+        return any(run_dir.glob("*/onnx/.int8-cands-*"))
+
+    def chosen() -> bool:
+        try:
+            return "int8_choice" in json.loads((run_dir / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return False
+
+    killed = kill_when(cmd, selecting if moment == "selecting" else chosen)
+    before = (json.loads((run_dir / "manifest.json").read_text()).get("int8_choice") or {}).get("winner")
+    proc = run(cmd)
+    problems = [] if killed else ["the export finished before the kill"]
+    if proc.returncode != 0:
+        return {"stage": f"int8 {moment}", "delay_s": None, "killed": killed, "resume_rc": proc.returncode,
+                "differences": [f"resume failed: {proc.stderr.strip().splitlines()[-1:]}"]}
+    left = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob(".*"))
+    if left:
+        problems.append(f"left behind: {left}")
+    uses = set(int8_uses(run_dir).values())
+    if len(uses) != 1:
+        problems.append(f"models ship different int8 recipes: {int8_uses(run_dir)}")
+    winner = next(iter(uses))
+    if before and winner != before:
+        problems.append(f"the recipe chosen before the kill was {before}, the resume shipped {winner}")
+    if winner not in forced:
+        ref = work.parent / f"forced-{winner}"
+        shutil.copytree(snap["pruned"], ref)
+        run(cli("export", "--run", str(ref), "--variants", "fp32,int8", "--int8-candidate", winner))
+        forced[winner] = export_result(ref)
+    problems += diff(forced[winner], export_result(run_dir))
+    return {"stage": f"int8 {moment}", "delay_s": None, "killed": killed, "resume_rc": proc.returncode,
+            "differences": problems, "winner": winner}
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def main(argv=None) -> int:
@@ -181,12 +328,16 @@ def main(argv=None) -> int:
                     "export when listed")
     ap.add_argument("--json", default=None, help="write every trial's record to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
+    ap.add_argument("--only", choices=["issue32"], default=None,
+                    help="issue32: only the symlinked-writer, disk-full and int8-kill trials (no kill trials)")
     args = ap.parse_args(argv)
+    if args.only:
+        args.trials = 0
     stages = [s for s in args.stages.split(",") if s]
     if not stages or any(s not in ("prune", "export", "deploy") for s in stages):
         ap.error(f"--stages takes prune, export, deploy; got {args.stages!r}")
-    if args.trials < len(stages):
-        ap.error("--trials must be at least one per stage")
+    if 0 < args.trials < len(stages):
+        ap.error("--trials must be at least one per stage (or 0: no kill trials)")
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="glp-faults-"))
     try:
@@ -224,8 +375,20 @@ def main(argv=None) -> int:
             log(f"trial {i + 1}/{args.trials}: {stage} killed at {delay:.1f} s: "
                 f"{'same' if not rec['differences'] else 'DIFFERENT'}")
         for stage in [s for s in ("prune", "export") if s in stages]:
-            records.append(two_writers(stage, setup, snap, root / f"x2-{stage}"))
-            log(f"two writers, {stage}: {'ok' if not records[-1]['differences'] else 'PROBLEM'}")
+            for link in ((True,) if args.only else (False, True)):
+                records.append(two_writers(stage, setup, snap, root / f"x2-{stage}-{link}", symlink=link))
+                log(f"two writers{' (one through a symlink)' if link else ''}, {stage}: "
+                    f"{'ok' if not records[-1]['differences'] else 'PROBLEM'}")
+        snap["sizes"] = {"prune": _size(root / "pruned"), "deploy": _size(root / "ref-bundle")}  # ref: exported since
+        for stage in [s for s in ("prune", "deploy") if s in stages]:
+            records.append(disk_full(stage, setup, snap, root / f"full-{stage}"))
+            log(f"disk full ({records[-1]['disk']}), {stage}: {'ok' if not records[-1]['differences'] else 'PROBLEM'}")
+        if "export" in stages:
+            forced: dict = {}
+            for moment in ("selecting", "chosen"):
+                records.append(int8_killed(moment, setup, snap, root / f"int8-{moment}", forced))
+                log(f"export killed {moment} the int8 recipe ({records[-1].get('winner')}): "
+                    f"{'same' if not records[-1]['differences'] else 'DIFFERENT'}")
     finally:
         if args.keep:
             log(f"work folder kept: {root}")

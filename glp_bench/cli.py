@@ -4,6 +4,7 @@ render the result). This module only dispatches and turns errors into exit statu
 
 * ``GlpError`` (bad input the user can fix): one line on stderr, exit 2 (1 for a gate regression);
 * Ctrl-C: one line saying finished work is kept and how to resume, exit 130;
+* a full disk, a read-only file system, a refused write (``core.diskerrors``): one line naming the place, exit 2;
 * anything else is a bug: one line naming the exception, exit 3 (``GLP_BENCH_DEBUG=1`` re-raises it
   with its traceback). Every stage saves finished work as it goes, so nothing finished is lost.
 
@@ -73,6 +74,15 @@ def _wide_tables_in_logs() -> None:
         os.environ["COLUMNS"] = "160"
 
 
+def _written_place(args) -> str | None:
+    """Where the command writes (for a disk fault whose library named no file)."""
+    for key in ("out", "output", "run_dir"):
+        value = getattr(args, key, None)
+        if isinstance(value, str | os.PathLike):
+            return str(value)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     _wide_tables_in_logs()
@@ -89,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except Exception as e:  # a bug, not bad input
+    except Exception as e:  # a bug, not bad input, unless the disk is full or read-only
+        from .core.diskerrors import disk_fault, message
+
+        fault = disk_fault(e)
+        if fault is not None:
+            print(f"glp-bench: error: {message(*fault, _written_place(args))}", file=sys.stderr)
+            return 2
         if os.environ.get("GLP_BENCH_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]

@@ -31,6 +31,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk: name the file meant (write errors name none, mkstemp the temp file)
+        Path(tmp).unlink(missing_ok=True)
+        from .diskerrors import with_filename
+
+        raise with_filename(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -22,6 +22,9 @@ def _check_parent(path: Path, option: str) -> None:
     if not base.is_dir():
         raise GlpError(f"{option} {path}: {base} is a file, not a folder; choose another location")
     if not os.access(base, os.W_OK | os.X_OK):
+        if os.statvfs(base).f_flag & os.ST_RDONLY:
+            raise GlpError(f"{option} {path}: {base} is read-only (a read-only file system); make it writable or "
+                           "choose another location")
         raise GlpError(f"{option} {path}: {base} is not writable; choose a writable location or fix its permissions")
 
 
@@ -119,16 +122,25 @@ def check_latency(doc: dict, path) -> None:
             raise _type_error(path, f"{where}.samples_s", samples, "a list of lists of numbers")
 
 
+# The temporary folders export's steps make beside the ONNX files (export, int8 candidates and their sources,
+# quantization, node exclusion, graph optimization); tests/test_confine.py keeps this list complete.
+EXPORT_TEMP_PREFIXES = (".export-", ".int8-cands-", ".src-", ".q-", ".exclude-", ".opt-")
+
+
 def clean_temp_files(run_dir: str | os.PathLike) -> list[Path]:
-    """Remove what a killed writer left in a run directory: atomic-write temp files (``.NAME.*.tmp``,
-    ``jsonio.atomic_write_text``) and ONNX export temp folders (``*/onnx/.export-*``). Call only while
-    holding the run's lock (``runlock.acquire``): then no other process owns them."""
+    """Remove what a killed (or disk-full) writer left in a run directory: atomic-write temp files
+    (``.NAME.*.tmp``, ``jsonio.atomic_write_text``; ``.NAME.tmp-PID``: prune's arrays and model staging folders)
+    and export's temp folders (``*/onnx/.export-*``, ``.int8-cands-*``, ...: ``EXPORT_TEMP_PREFIXES``). Call only
+    while holding the run's lock (``runlock.acquire``): then no other process owns them."""
     import shutil
 
     root = Path(run_dir)
     if not root.is_dir():
         return []
-    stale = [p for p in root.rglob(".*.tmp") if p.is_file()] + [p for p in root.glob("*/onnx/.export-*") if p.is_dir()]
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()] + list(root.rglob(".*.tmp-*")) + [
+        p for prefix in EXPORT_TEMP_PREFIXES for p in root.glob(f"*/onnx/{prefix}*") if p.is_dir()]
+    real = root.resolve()
+    stale = [p for p in stale if p.resolve().is_relative_to(real)]  # never through a symlink out of the run
     for p in stale:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -32,7 +32,11 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
                                "files": {name: {"size": n, "sha256": h}},
                                "onnx": {variant: {...}}}}   # written by export
 
-Only one process writes a run directory at a time (the driver); every write is atomic.
+    int8_choice: {"winner", "on", "why", "preset", "cpu_model", "selection"}    # export: the timed int8 recipe
+
+Only one process writes a run directory at a time (the driver, ``runlock``); every write is atomic. Every path
+into the run (recorded in the manifest or built from a model name) must resolve, symlinks followed, inside the
+run: :meth:`RunDir.inside` refuses any other (a tampered entry, a symlinked depth folder) before it is used.
 """
 
 from __future__ import annotations
@@ -142,6 +146,7 @@ class RunDir:
         from .preflight import check_manifest
 
         check_manifest(self.data, self.manifest_path)  # wrong-typed fields: one clear error, not a crash later
+        self.check_paths()  # every recorded path inside the run
         return self
 
     def create(self, config: dict) -> RunDir:
@@ -178,50 +183,78 @@ class RunDir:
         return self.data.setdefault("strategies", {})
 
     # --- every path into a run (no other module builds one) ------------------------------
+    def inside(self, path: Path, entry: str, recorded: str | None = None) -> Path:
+        """``path``, once checked to resolve (symlinks followed) inside the run; else ``RunDirError`` naming the
+        manifest ``entry`` (and its ``recorded`` value). Nothing is read or written through a refused path."""
+        root = self.path.resolve()
+        real = Path(path).resolve()
+        if real == root or real.is_relative_to(root):
+            return path
+        what = f"{entry} {recorded!r}" if recorded is not None else entry
+        raise RunDirError(
+            f"{self.manifest_path}: {what} resolves to {real}, outside the run {root}; glp-bench reads and writes "
+            "only inside the run: restore the manifest entry (or replace a symlinked folder by the folder itself)")
+
     def model_path(self, name: str) -> Path:
         """Where model ``name``'s fine-tuned weights are written."""
-        return self.path / name / "model"
+        return self.inside(self.path / name / "model", f"models.{name}")
 
     def dev_preds_path(self, name: str, split: str) -> Path:
         """Model ``name``'s dev predictions on ``split`` (its first final seed), for the strategy comparison."""
-        return self.path / name / "dev-preds" / f"{split}.npy"
+        return self.inside(self.path / name / "dev-preds" / f"{split}.npy", f"models.{name}.dev_preds")
 
     def model_dir(self, name: str) -> Path:
         """Where model ``name``'s weights are: its recorded path, else the default."""
         rec = self.models.get(name) or {}
-        return self.file(rec["path"]) if rec.get("path") else self.model_path(name)
+        return self.file(rec["path"], f"models.{name}.path") if rec.get("path") else self.model_path(name)
 
     def onnx_dir(self, name: str) -> Path:
         """Model ``name``'s ONNX folder (``model.onnx``, its variants, ``export.json``)."""
-        return self.model_dir(name).parent / "onnx"
+        return self.inside(self.model_dir(name).parent / "onnx", f"models.{name}.path (its onnx folder)")
 
     def export_json(self, name: str) -> Path:
-        return self.onnx_dir(name) / "export.json"
+        return self.inside(self.onnx_dir(name) / "export.json", f"models.{name}.path (its export.json)")
 
-    def file(self, recorded: str) -> Path:
-        """A path recorded in the manifest (relative to the run) as a path on disk."""
-        return self.path / recorded
+    def file(self, recorded: str, entry: str = "a recorded path") -> Path:
+        """A path recorded in the manifest (relative to the run) as a path on disk, inside the run."""
+        return self.inside(self.path / recorded, entry, recorded)
 
     def relative(self, path: Path) -> str:
         """``path`` inside the run as the manifest records it."""
         return Path(path).relative_to(self.path).as_posix()
 
+    def check_paths(self) -> None:
+        """Every path the manifest records (model folders, ONNX files, the teacher's logits) resolves inside
+        the run (``inside``); called by ``load``, so a command refuses a tampered run before any work."""
+        for name, rec in self.models.items():
+            self.onnx_dir(name)  # the model folder, then its onnx folder
+            for variant, orec in (rec.get("onnx") or {}).items():
+                if isinstance(orec, dict) and isinstance(orec.get("path"), str):
+                    self.file(orec["path"], f"models.{name}.onnx.{variant}.path")
+            for split, rel in (rec.get("dev_preds") or {}).items():
+                if isinstance(rel, str):
+                    self.file(rel, f"models.{name}.dev_preds.{split}")
+        teacher = self.data.get("teacher")
+        if isinstance(teacher, dict) and isinstance(teacher.get("path"), str):
+            self.file(teacher["path"], "teacher.path")
+
     @property
     def teacher_path(self) -> Path:
         """The reference model's logits on the train split (distillation's soft targets)."""
-        return self.path / TEACHER_FILE
+        return self.inside(self.path / TEACHER_FILE, "teacher")
 
     def preds_path(self, step: int, layer: int, seed: int | str) -> Path:
         """Held-out predictions of one GLP candidate fine-tune (for the bootstrap), ``search/step-SS/...``."""
-        return self.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}.npy"
+        return self.inside(self.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}.npy",
+                           "the search folder")
 
     @property
     def latency_dir(self) -> Path:
-        return self.path / LATENCY_DIR
+        return self.inside(self.path / LATENCY_DIR, "the latency folder")
 
     def latency_path(self, target: str) -> Path:
         """``latency/<target>.json``: the results of ``glp-bench latency --device target``."""
-        return self.latency_dir / f"{target}.json"
+        return self.inside(self.latency_dir / f"{target}.json", f"latency results of target {target!r}")
 
     def latency_targets(self) -> list[str]:
         """Names of the targets with latency results (sorted)."""
@@ -229,7 +262,7 @@ class RunDir:
 
     @property
     def report_path(self) -> Path:
-        return self.path / REPORT_FILE
+        return self.inside(self.path / REPORT_FILE, "report.md")
 
     # --- what the other stages ask of a run -----------------------------------------------
     def reference(self, names: list[str] | None = None) -> tuple[int, str | None]:

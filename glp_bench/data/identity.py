@@ -116,3 +116,19 @@ def check_identity(run, identity: dict) -> None:
             f"{run.path} was computed from other inputs ({shown}); restore them to resume, or start over with "
             "--fresh (the old run is moved aside) or a new --run"
         )
+
+
+def check_data_unchanged(run, task, data_dir: str | os.PathLike | None, command: str) -> None:
+    """Refuse ``command`` (export, deploy) on ``run`` when the data it would read (``task`` from ``data_dir``)
+    differs from the data the run was pruned with: the recorded PyTorch dev scores would not be comparable.
+    A run without an identity (made before identities existed) is not checked."""
+    old = (run.data.get(KEY) or {}).get("data")
+    if not old:
+        return
+    diffs = differences({"data": old}, {"data": data_identity(task, data_dir)})
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else "")
+        raise RunDirError(
+            f"{run.path} was pruned on other data ({shown}); {command} would score on data its recorded PyTorch "
+            "scores were not computed on: restore the file (or pass the --data-dir the run used), or prune again "
+            "with --fresh")

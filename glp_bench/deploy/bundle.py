@@ -439,19 +439,21 @@ def check_out(out: Path, force: bool) -> None:
 
 def deploy(run_dir: str | os.PathLike, target_spec: str, out: str | os.PathLike, **options) -> DeployResult:
     """Write the bundle of the selected model for ``target_spec`` to ``out`` (atomically; options: ``_deploy``).
-    One deploy writes into a folder at a time; what a killed one left beside ``out`` is cleaned up first."""
-    from ..core.runlock import acquire_folder, release_folder
+    One deploy writes a bundle at a time (the lock of the resolved ``out``, ``runlock``); what a killed one left
+    beside ``out`` is cleaned up first. A run that another process is writing (an export) is refused."""
+    from ..core.runlock import acquire, being_written, describe, release
 
     out = Path(out).expanduser()
-    folder = out.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    acquire_folder(folder, "a bundle")
+    busy = being_written(run_dir)
+    if busy is not None:
+        raise DeployError(f"{run_dir} is being written by {describe(busy)}; its results may change under the "
+                          "bundle: wait for it to finish, then deploy")
+    acquire(out, option="--out")
     try:
         clean_stale(out)
         return _deploy(run_dir, target_spec, out, **options)
     finally:
-        release_folder(folder)
+        release(out, remove=True)
 
 
 def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int | None = None,
@@ -473,6 +475,11 @@ def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int 
     if threads is not None and threads < 0:
         raise DeployError(f"--threads must be >= 0 (0 = ONNX Runtime's default), got {threads}")
     task = task_of_run(run.config)
+    folder = data_dir or run.config.get("data_dir") or os.environ.get("GLP_BENCH_DATA")
+    if check:  # the self-check scores the dev set: it must be the one the run was scored on
+        from ..data.identity import check_data_unchanged
+
+        check_data_unchanged(run, task, folder, "deploy")
     sel = select(run, target, depth, max_drop, strategy, variant)
     rec = run.models[sel.name]
     onnx_rec = rec["onnx"][sel.variant]
@@ -496,7 +503,6 @@ def _deploy(run_dir: str | os.PathLike, target_spec: str, out: Path, depth: int 
     tok_settings = tokenizer_settings(tokenizer, max_length)
     data = None
     if check:
-        folder = data_dir or run.config.get("data_dir") or os.environ.get("GLP_BENCH_DATA")
         if folder or has_local_data(task):  # a custom task's files, the bundled CoLA
             step("dev data")
             data = load_task_data(task, folder)

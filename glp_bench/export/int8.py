@@ -7,6 +7,8 @@ names that split (``quant_exclusion.decided_on``); dev is scored afterwards, as 
 
 The candidate is timed once per run, on the first model that needs an int8 build; the other models of the
 run reuse the winner (which candidate is fastest depends on the CPU and the architecture, not on the depth).
+The choice is handed to ``on_chosen`` the moment it is made (export records it in the manifest), so an
+export killed after it and resumed reuses it instead of timing again and maybe picking another by noise.
 """
 
 from __future__ import annotations
@@ -22,18 +24,24 @@ from .variants import VARIANTS
 
 def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_quant_drop: float, model: str,
                chosen: dict, calib: list | None, decide: Callable[[Path, str], float] | None,
-               decided_on: dict | None = None, spec: int8_select.MeasureSpec | None = None) -> dict:
+               decided_on: dict | None = None, spec: int8_select.MeasureSpec | None = None,
+               on_chosen: Callable[[dict], None] | None = None) -> dict:
     """Build ``model.int8.onnx`` beside ``fp32_path``. ``chosen``: the run's shared ``{"winner", "on",
-    "why"}`` (filled by the first model that measures). ``decide(path, variant)``: the main metric through ORT
-    on the split the choice is made on (the 15% of train GLP held out; never dev), described by
-    ``decided_on``; None when there is none."""
+    "why", "preset", "selection"}`` (filled by the first model that measures, then ``on_chosen(chosen)``).
+    ``decide(path, variant)``: the main metric through ORT on the split the choice is made on (the 15% of train
+    GLP held out; never dev), described by ``decided_on``; None when there is none."""
     dst = fp32_path.parent / VARIANTS["int8"].filename
     if choice == int8_select.AUTO and chosen.get("winner"):
         record = int8_select.rebuild(chosen["winner"], fp32_path, dst, model_config, preset, chosen["on"], chosen["why"])
+        if chosen.get("on") == model and chosen.get("selection"):  # resumed on the model that measured
+            record["selection"] = chosen["selection"]
     else:
         record = int8_select.select(fp32_path, dst, model_config, preset, choice, calib=calib, spec=spec)
         if choice == int8_select.AUTO:
-            chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"])
+            chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"], preset=preset,
+                          selection=record["selection"])
+            if on_chosen is not None:
+                on_chosen(dict(chosen))
     record["quant_exclusion"] = check_score(record["candidate"], fp32_path, dst, model_config, preset, calib,
                                             max_quant_drop, decide, decided_on, spec)
     record["fused_ops"] = fused_ops(dst)

@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.diskerrors import disk_fault
 from ..core.errors import ExportError, GlpError, ModelError, RunDirError
 from ..core.jsonio import atomic_write_json, sha256_file, stamp
 from ..core.rundir import RunDir, now
@@ -238,6 +239,7 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
                         record["build"] = build_int8(
                             fp32_path, model_config, preset[0], choice=opts.int8_candidate,
                             max_quant_drop=opts.max_quant_drop, model=name, chosen=report.int8_choice,
+                            on_chosen=lambda choice: _save_int8_choice(run, choice),
                             calib=calib_for(model_dir) if calib_for else None, decided_on=where,
                             decide=None if held is None else
                             (lambda p, v, h=held, t=held_tok: score_main(make_session(p), h, t, task, v)))
@@ -260,6 +262,8 @@ def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str,
         except GlpError as e:
             record.update(status="failed", error=str(e))
         except Exception as e:  # noqa: BLE001 - a library failing on one model must not lose the others
+            if disk_fault(e):
+                raise  # a full or read-only disk fails every model alike: stop, the CLI says which
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             record.update(status="failed", error=f"{type(e).__name__}: {first}"[:500])
         finish(variant, record)
@@ -287,6 +291,41 @@ def _write_export_json(run: RunDir, name: str, out_dir: Path, opts: ExportOption
 
 
 # --- a whole run ----------------------------------------------------------------------------
+
+
+def recorded_int8_choice(run: RunDir, opts: ExportOptions, preset: str) -> dict:
+    """The int8 candidate an earlier (killed) export of this run timed and chose, when it still applies (same
+    preset, same CPU), so that a resumed export ships what an uninterrupted one would; ``--force`` times again."""
+    from ..core.machine import cpu_model
+
+    if opts.force:
+        run.data.pop("int8_choice", None)  # saved with the first record
+        return {}
+    rec = run.data.get("int8_choice")
+    if opts.int8_candidate != "auto" or not isinstance(rec, dict) or not rec.get("winner"):
+        return {}
+    if rec.get("preset") != preset or rec.get("cpu_model") != cpu_model():
+        return {}
+    return dict(rec)
+
+
+def _save_int8_choice(run: RunDir, choice: dict) -> None:
+    """Record the run's int8 choice the moment it is made (atomically, with the manifest)."""
+    from ..core.machine import cpu_model
+
+    run.data["int8_choice"] = {**choice, "cpu_model": cpu_model(), "chosen": now()}
+    run.save()
+
+
+def check_writable(run: RunDir, models) -> None:
+    """The run and every folder export writes into can be written (a read-only run is refused before work)."""
+    from ..core.preflight import writable_dir
+
+    writable_dir(run.path, "--run")
+    for name in models:
+        for folder in (run.onnx_dir(name), run.onnx_dir(name).parent):
+            if folder.exists():
+                writable_dir(folder, f"--run (folder of {name})")
 
 
 def _split_loader(task, splits: dict, max_length: int):
@@ -365,6 +404,7 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     """Export every fine-tuned model of ``run_dir``. Input problems (no run, no fine-tuned depths,
     unknown variant, fp16 without CUDA, missing data) raise before any work; per-model problems
     are recorded as failed and the rest carries on (see ``ExportReport.raise_for_failures``)."""
+    from ..data.identity import check_data_unchanged
     from ..data.loaders import load_task_data
     from ..data.resolve import task_of_run
 
@@ -380,11 +420,14 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     if not run.config.get("task"):
         raise RunDirError(f"{run.manifest_path} names no task in its config; it was not written by 'glp-bench prune'")
     task = task_of_run(run.config)
+    check_data_unchanged(run, task, data_dir or run.config.get("data_dir"), "export")
+    check_writable(run, models)
     data = load_task_data(task, data_dir or run.config.get("data_dir"))
     dev_for = _dev_loader(task, data, int(run.config.get("max_length", 128)))
     calib_for = _calib_loader(task, data, int(run.config.get("max_length", 128)))
     decide_for = _decision_loader(task, data, int(run.config.get("max_length", 128)), int(run.config.get("seed", 42)))
     report = ExportReport(run.path, task.main_dev_key)
+    report.int8_choice = recorded_int8_choice(run, opts, preset[0])
 
     task_id = progress.add_task("export", total=len(models) * len(opts.variants)) if progress is not None else None
 

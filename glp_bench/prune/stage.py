@@ -616,7 +616,7 @@ def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
     def preds(name: str):
         rel = ((run.models.get(name) or {}).get("dev_preds") or {}).get(split)
         try:
-            return np.load(run.file(rel)) if rel else None
+            return np.load(run.file(rel, f"models.{name}.dev_preds.{split}")) if rel else None
         except (OSError, ValueError):
             return None
 
