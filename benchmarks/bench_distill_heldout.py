@@ -57,7 +57,7 @@ def main() -> int:
     run = RunDir(run_path).load()
     cfg = run.config
     task = task_of_run(cfg)
-    lr = ((run.data.get("recipe") or {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
+    lr = (run.section("recipe", {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
                      depth_epochs="same", pooling=cfg.get("pooling", "cls"))
@@ -68,7 +68,7 @@ def main() -> int:
     alpha = cfg["final"].get("distill_alpha") or 0.5
     temp = cfg["final"].get("distill_temperature") or 2.0
     layers = list(range(cfg["original_depth"]))
-    glp = run.strategies["glp"]["models"]
+    glp = {str(d): n for d, n in run.strategy("glp").models.items()}
     depths = sorted((int(d) for d in glp if int(d) < cfg["original_depth"]), reverse=True)
 
     out_path = run.path / "bench-distill-heldout.json"
@@ -109,7 +109,7 @@ def main() -> int:
                f"{'distilled' if distilled else 'not distilled'} | seed {seed}"
 
     for d in depths:
-        kept = run.models[glp[str(d)]]["kept_layers"]
+        kept = run.model(glp[str(d)]).kept_layers
         removed = [i for i in layers if i not in kept]
         for start in starts:
             for seed in seeds:
@@ -132,7 +132,7 @@ def main() -> int:
                   f"({' '.join(f'{v:.3f}' for v in nd)}): {diff:+.2f} points")
 
     # The search with distilled candidates: GLP's first step, same budget and seed as the run's candidates.
-    step = run.strategies["glp"]["steps"][0]
+    step = run.strategy("glp").steps[0]
     sweep = cfg.get("sweep") or {}
     search_lr = lr if sweep and not sweep.get("search_lr_fixed") else cfg["search"]["lr"]  # what the run's candidates used
     search = replace(work.search_config, lr=search_lr, warmup_ratio=cfg["search"]["warmup_ratio"], precision=precision)

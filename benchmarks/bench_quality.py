@@ -60,8 +60,8 @@ def main() -> int:
     cfg = run.config
     task = task_of_run(cfg)
     key = task.main_dev_key
-    glp = run.strategies["glp"]["models"]
-    chosen = (run.data.get("recipe") or {}).get("chosen") or {}
+    glp = {str(d): n for d, n in run.strategy("glp").models.items()}
+    chosen = run.section("recipe", {}).get("chosen") or {}
     auto_lr = chosen.get("lr", cfg["final"]["lr"])
     plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
                      cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
@@ -100,9 +100,9 @@ def main() -> int:
         name = glp.get(str(d))
         if name is None:
             continue
-        kept = run.models[name]["kept_layers"]
+        kept = run.model(name).kept_layers
         removed = [i for i in layers if i not in kept]
-        distilled = run.models[name].get("distill") is not None
+        distilled = run.model(name).distill is not None
         if args.rows == "all" or distilled:
             configs.append((f"depth {d} GLP {kept}, distilled", d, removed,
                             replace(auto, distill_alpha=alpha, distill_temperature=temp)))
@@ -118,10 +118,10 @@ def main() -> int:
         """The run's own model is the first seed of its configuration (auto recipe; distilled per the run)."""
         if seed != cfg["seed"] or "paper recipe" in label or "first-token" in label:
             return None
-        rec = run.models[glp[str(depth)]]
-        distilled = rec.get("distill") is not None
+        rec = run.model(glp[str(depth)])
+        distilled = rec.distill is not None
         if depth == cfg["original_depth"] or distilled == label.endswith(", distilled"):
-            return rec["dev_scores"][key]
+            return rec.dev_scores[key]
         return None
 
     t0 = time.perf_counter()
@@ -181,7 +181,7 @@ def main() -> int:
         nd = next((lab for lab, dd, *_ in configs if dd == d and lab.endswith("not distilled")), None)
         if dl is None and nd is None:
             continue
-        shipped = means[dl] if run.models[glp[str(d)]].get("distill") else means[nd]
+        shipped = means[dl] if run.model(glp[str(d)]).distill else means[nd]
         if d == 3:
             check(shipped >= 0.20, f"depth 3 >= 0.20: {shipped:.4f}")
         else:

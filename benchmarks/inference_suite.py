@@ -151,8 +151,8 @@ def glp_configs(work: Path, artifacts: dict[str, Path], inject: str | None) -> d
                                                "status": "ok"}
     for model, recs in onnx.items():
         depth = int(model.split("-")[1])
-        run.models[model] = {"depth": depth, "kept_layers": list(range(depth)), "dev_scores": {}, "onnx": recs,
-                             "path": f"{model}/model"}
+        run.record_model(model, depth=depth, kept_layers=list(range(depth)), dev_scores={}, onnx=recs,
+                         path=f"{model}/model")
     run.save()
     plan = make_plan(run, resolve_target("cpu"), models=["depth-06"], variants=["fp32", "fp32-opt", "int8"],
                      threads=[1], batch_sizes=[1], seq_lengths=[128], torch_reference=False)

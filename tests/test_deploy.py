@@ -130,7 +130,7 @@ def fp32_bundle(tiny_run, tmp_path_factory) -> Path:
 
 def test_choose_variant_follows_the_target():
     from glp_bench.core.targets import parse_target, resolve_target
-    from glp_bench.deploy.bundle import DeployError, choose_variant
+    from glp_bench.deploy.select import DeployError, choose_variant
 
     cpu, cuda, arm = (resolve_target(n) for n in ("cpu", "cuda", "embedded-arm64"))
     both = ["fp32", "int8"]
@@ -151,7 +151,7 @@ def test_choose_variant_follows_the_target():
 
 def test_bundle_format_is_what_the_runtime_reads():
     rb = import_runtime().bundle
-    from glp_bench.deploy import bundle
+    from glp_bench.deploy import layout as bundle
 
     assert (bundle.FORMAT, bundle.VERSION) == (rb.FORMAT, rb.VERSION)
     assert (bundle.MANIFEST, bundle.RUNTIME, bundle.MODEL, bundle.TOKENIZER) == (rb.MANIFEST, rb.RUNTIME, rb.MODEL,
@@ -395,7 +395,7 @@ def test_max_drop_deploys_what_the_report_recommends(tiny_run, tmp_path):
 
 def test_choose_threads_takes_the_fastest_measured_or_says_it_falls_back():
     from glp_bench.core.targets import parse_target, resolve_target
-    from glp_bench.deploy.bundle import choose_threads
+    from glp_bench.deploy.select import choose_threads
 
     def m(threads, seconds, batch=1, seq=128, variant="int8", model="depth-02"):
         return {"model": model, "variant": variant, "batch": batch, "seq": seq, "threads": threads,

@@ -234,3 +234,21 @@ def test_measurement_defaults_are_defined_once():
                     if kw.arg == "default" and isinstance(kw.value, ast.Constant) and kw.value.value is not None:
                         literal.append(f"{rel}:{node.lineno} {node.args[0].value}")
     assert not literal, "measurement defaults written outside glp_bench.bench.settings: " + ", ".join(literal)
+
+
+RAW_MANIFEST = re.compile(r"\b\w+\.(models|data|strategies|config)\[|\.(config|data)\.get\(|\b(run|rd)\.(models|strategies)\.(get|setdefault)\(|\.data\.setdefault\(")
+
+
+def test_the_manifest_is_read_through_typed_records_outside_core():
+    """Stages and benchmarks read the run contract through glp_bench.core.records (``run.cfg``, ``run.model(name)``,
+    ``run.strategy(name)``, ``run.section(key)``) and write through RunDir's recording methods: no raw indexing of
+    the manifest outside glp_bench/core."""
+    raw = []
+    for root in (PACKAGE, REPO / "benchmarks"):
+        for f in sorted(root.rglob("*.py")):
+            if f.relative_to(REPO).as_posix().startswith("glp_bench/core/"):
+                continue
+            for i, line in enumerate(f.read_text().splitlines(), 1):
+                if RAW_MANIFEST.search(line):
+                    raw.append(f"{f.relative_to(REPO)}:{i}")
+    assert not raw, "raw manifest indexing outside glp_bench.core: " + ", ".join(raw)

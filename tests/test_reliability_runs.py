@@ -186,7 +186,7 @@ def test_lock_file_sits_beside_the_run_and_fresh_keeps_it(tiny, tmp_path):
 
 # --- deploy: a killed deploy's leftovers ------------------------------------------------------------------
 def test_clean_stale_removes_temp_folders_and_restores_a_half_replaced_bundle(tmp_path):
-    from glp_bench.deploy.bundle import clean_stale
+    from glp_bench.deploy.layout import clean_stale
 
     out = tmp_path / "bundle"
     (tmp_path / ".bundle.tmp-abc").mkdir()

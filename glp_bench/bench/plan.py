@@ -92,7 +92,7 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
     thread count the CPUs this process may use (``cpus``, default: its affinity) or a batch the memory
     available (``memory_mb``, default MemAvailable)."""
     warnings: list[str] = []
-    exported = {n: r for n, r in run.models.items() if r.get("onnx")}
+    exported = run.exported()
     if not exported:
         raise RunDirError(
             f"{run.path} has no exported ONNX models; run 'glp-bench export --run {run.path}' first"
@@ -104,8 +104,9 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
         exported = {n: exported[n] for n in models}
     wanted = list(variants or target.variants)
     full_depth, ref_name = run.reference()
-    if ref_name not in exported and ref_name in run.models and run.models[ref_name].get("onnx"):
-        exported[ref_name] = run.models[ref_name]
+    ref = run.model(ref_name)
+    if ref_name not in exported and ref is not None and ref.onnx:
+        exported[ref_name] = ref.raw
 
     def usable(name: str, variant: str) -> Path | None:
         rec = (exported.get(name, {}).get("onnx") or {}).get(variant)
@@ -142,8 +143,7 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
             selected.insert(0, (ref_name, "fp32", ref_path))
 
     provider = target.provider
-    max_length = run.config.get("max_length")
-    shapes = sweep_shapes(target, sweep, max_length if isinstance(max_length, int) else None, threads=threads,
+    shapes = sweep_shapes(target, sweep, run.cfg.max_length, threads=threads,
                           batch_sizes=batch_sizes, seq_lengths=seq_lengths)
     use_torch = target.torch_reference if torch_reference is None else torch_reference
     torch_model = run.model_dir(ref_name)
@@ -178,10 +178,10 @@ def make_plan(run: RunDir, target: Target, *, models: list[str] | None = None, v
                     cfg = BenchConfig(model=str(torch_model), backend=TORCH,
                                       provider=CUDA if target.device == "cuda" else CPU,
                                       label=f"{ref_name}/{TORCH_VARIANT} b{b} s{s} t{t}", **common)
-                    meta = {"model": ref_name, "depth": full_depth, "kept_layers": run.models[ref_name].get("kept_layers"),
+                    meta = {"model": ref_name, "depth": full_depth, "kept_layers": ref.kept_layers,
                             "variant": TORCH_VARIANT, "path": str(torch_model.relative_to(run.path)),
                             "file_size": _folder_weights_size(torch_model), "sha256": None, "preset": None,
-                            "dev_scores": run.models[ref_name].get("dev_scores")}
+                            "dev_scores": ref.dev_scores}
                     entries.append((meta, cfg))
     if target.quantization and any(v == "int8" for _, v, _ in selected):
         presets = {exported[n]["onnx"]["int8"].get("preset") for n, v, _ in selected if v == "int8"}

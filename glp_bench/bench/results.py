@@ -156,7 +156,7 @@ def build(*, run, target, emulation: dict, settings: dict, host: dict, entries: 
     warnings = list(extra_warnings or []) + warnings_for(records, max_cv, budget)
     return stamp(FORMAT, VERSION, {
         "created": created, "complete": complete, "rounds_done": rounds_done,
-        "run": {"path": str(run.path), "task": run.config.get("task"), "model": run.config.get("model")},
+        "run": {"path": str(run.path), "task": run.cfg.task, "model": run.cfg.model},
         "target": {**target.to_dict(), **emulation},
         "settings": settings, "host": host, "reference": reference,
         "measurements": records, "depth_fit": depth_fits(records), "warnings": warnings,

@@ -92,7 +92,7 @@ def render(report, console) -> None:
                       ("size MB", "right"), ("build s", "right")):
         table.add_column(col, justify=just)
     for name, recs in report.records.items():
-        torch_score = (run.models[name].get("dev_scores") or {}).get(key)
+        torch_score = run.model(name).score(key)
         for variant, r in recs.items():
             val = r.get("validation") or {}
             score = (r.get("dev_scores") or {}).get(key)

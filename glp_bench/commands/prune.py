@@ -212,7 +212,7 @@ def render(run, console) -> None:
         return
     keys = list(next(iter(models.values()))["dev_scores"])
     full = max(m["depth"] for m in models.values())
-    table = Table(title=f"{run.config['task']}: dev scores per depth ({run.path})")
+    table = Table(title=f"{run.cfg.task}: dev scores per depth ({run.path})")
     for col in ("depth", "strategy", "kept layers", *keys):
         table.add_column(col, justify="right" if col not in ("strategy", "kept layers") else "left")
     rows = {}
@@ -235,7 +235,7 @@ def render_comparison(run, console) -> None:
 
     from ..report.render import versus_text
 
-    comp = (run.data.get("comparison") or {}) if run.data else {}
+    comp = run.section("comparison", {})
     for baseline, rows in (comp.get("baselines") or {}).items():
         if not rows:
             continue
@@ -245,9 +245,9 @@ def render_comparison(run, console) -> None:
             table.add_column(col, justify="right" if col == "depth" else "left")
         for depth, rec in sorted(rows.items(), key=lambda kv: -int(kv[0])):
             def score(name):
-                m = run.models.get(name) or {}
-                v = (m.get("dev_scores") or {}).get(comp.get("key"))
-                return f"{v * 100:.2f} ({','.join(map(str, m.get('kept_layers') or []))})" if v is not None else "-"
+                m = run.model(name)
+                v = m.score(comp.get("key")) if m else None
+                return f"{v * 100:.2f} ({','.join(map(str, m.kept_layers))})" if v is not None else "-"
             table.add_row(depth, score(rec["glp"]), score(rec[baseline]), versus_text(rec))
         console.print(table)
 
@@ -261,7 +261,7 @@ def render_orders(run, orders: dict[str, list[int]], console) -> None:
 
     for strategy, order in orders.items():
         console.print(f"{strategy}: removal order {order}")
-    steps = [s for s in run.strategies.get("glp", {}).get("steps", []) if s.get("chosen") is not None]
+    steps = [s for s in run.strategy("glp").steps if s.get("chosen") is not None]
     if not steps:
         return
     metric = task_of_run(run.config).main_metric

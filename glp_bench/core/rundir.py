@@ -46,6 +46,7 @@ from pathlib import Path
 
 from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
+from .records import ModelRecord, RunConfig, StrategyRecord, section
 
 FORMAT = "glp-bench-run"
 VERSION = 6
@@ -181,6 +182,71 @@ class RunDir:
     @property
     def strategies(self) -> dict:
         return self.data.setdefault("strategies", {})
+
+    # --- typed reads (glp_bench.core.records): what stages and benchmarks use ----------------
+    @property
+    def cfg(self) -> RunConfig:
+        """The run's configuration with its defaults."""
+        return RunConfig.of(self.data.get("config"))
+
+    def model(self, name: str | None) -> ModelRecord | None:
+        """Model ``name``'s record, or None when the run has no such model."""
+        raw = self.models.get(name) if name is not None else None
+        return ModelRecord.of(name, raw) if raw is not None else None
+
+    def strategy(self, name: str) -> StrategyRecord:
+        """Strategy ``name``'s record (empty when the run has none)."""
+        return StrategyRecord.of(name, self.strategies.get(name))
+
+    def strategy_names(self) -> list[str]:
+        """The run's strategies in its order: the configured ones, then any other recorded."""
+        return list(dict.fromkeys(list(self.config.get("strategies") or []) + list(self.strategies)))
+
+    def section(self, key: str, default=None):
+        """A top-level manifest section (``recipe``, ``comparison``, ``teacher``, ``int8_choice``)."""
+        return section(self.data, key, default)
+
+    # --- recording (the writers of the manifest's content) -----------------------------------
+    def set_section(self, key: str, value) -> None:
+        """Replace a top-level section (saved by the next ``save``)."""
+        self.data[key] = value
+
+    def log(self, key: str, default: dict) -> dict:
+        """A section a stage fills in place as work finishes (``recipe``: the sweep's points), created from
+        ``default`` when absent; saved by the next ``save``."""
+        return self.data.setdefault(key, default)
+
+    def strategy_log(self, strategy: str) -> dict:
+        """Strategy ``strategy``'s record, filled in place by the search (``order``, ``steps``)."""
+        return self.strategies.setdefault(strategy, {"order": [], "steps": []})
+
+    def record_seed(self, name: str, seed: int, record: dict) -> None:
+        """One final seed's scores of model ``name``."""
+        self.models[name].setdefault("seeds", {})[str(seed)] = record
+
+    def drop_section(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def record_model(self, name: str, **fields) -> dict:
+        """Create or update model ``name``'s record; returns the raw record (for the stage that owns it)."""
+        rec = self.models.setdefault(name, {})
+        rec.update(fields)
+        return rec
+
+    def record_export(self, name: str, variant: str, record: dict) -> None:
+        """Model ``name``'s record of one exported variant."""
+        self.models[name].setdefault("onnx", {})[variant] = record
+
+    def link_strategy(self, strategy: str, depth: int, name: str) -> None:
+        """``strategy`` reaches model ``name`` at ``depth`` (a layer set shared by strategies is one model)."""
+        rec = self.models[name].setdefault("strategies", [])
+        if strategy not in rec:
+            rec.append(strategy)
+        self.strategies.setdefault(strategy, {"order": [], "steps": []}).setdefault("models", {})[str(depth)] = name
+
+    def add_strategies(self, names: list[str]) -> None:
+        """Strategies added to an existing run (kept in the config, in order)."""
+        self.config["strategies"] = list(dict.fromkeys(list(self.config.get("strategies") or []) + list(names)))
 
     # --- every path into a run (no other module builds one) ------------------------------
     def inside(self, path: Path, entry: str, recorded: str | None = None) -> Path:

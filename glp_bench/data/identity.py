@@ -104,10 +104,10 @@ def differences(old: dict, new: dict) -> list[str]:
 
 def check_identity(run, identity: dict) -> None:
     """Refuse to resume ``run`` (a loaded ``RunDir``) when its model or data changed; record the
-    identity in a run that has none yet. A new run gets it through ``run.data`` on creation."""
-    old = run.data.get(KEY)
+    identity in a run that has none yet. A new run gets it through ``RunDir.identity`` on creation."""
+    old = run.section(KEY)
     if old is None:
-        run.data[KEY] = identity  # written by the run's next save
+        run.set_section(KEY, identity)  # written by the run's next save
         return
     diffs = differences(old, identity)
     if diffs:
@@ -122,7 +122,7 @@ def check_data_unchanged(run, task, data_dir: str | os.PathLike | None, command:
     """Refuse ``command`` (export, deploy) on ``run`` when the data it would read (``task`` from ``data_dir``)
     differs from the data the run was pruned with: the recorded PyTorch dev scores would not be comparable.
     A run without an identity (made before identities existed) is not checked."""
-    old = (run.data.get(KEY) or {}).get("data")
+    old = run.section(KEY, {}).get("data")
     if not old:
         return
     diffs = differences({"data": old}, {"data": data_identity(task, data_dir)})

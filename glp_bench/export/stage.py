@@ -11,7 +11,7 @@ For each finished model of a run directory (``RunDir.finished_models``):
 4. every file is scored on the full dev split(s) through ONNX Runtime, next to the PyTorch score, so
    lossy variants (int8, fp16) are judged by the score of the artifact that will be deployed.
 
-Results go to ``run.models[name]["onnx"][variant]`` (saved after every variant) and to
+Results go to the manifest's model record, ``onnx.<variant>`` (``RunDir.record_export``) (saved after every variant) and to
 ``depth-NN/onnx/export.json``. A depth that fails is recorded with its numbers and the error; the
 others carry on; ``ExportReport.raise_for_failures`` makes the command exit non-zero at the end.
 Re-running skips variants whose file, source weights, opset and preset are unchanged.
@@ -161,17 +161,16 @@ def evaluate_file(path: Path, variant: str, batches, reference, dev, tokenizer, 
 def export_model(run: RunDir, name: str, opts: ExportOptions, preset: tuple[str, str], task, dev_for,
                  report: ExportReport, step=None, calib_for=None, decide_for=None) -> None:
     """Export, build variants, validate and score one model; records every variant's outcome."""
-    rec = run.models[name]
     model_dir = run.model_dir(name)
     out_dir = run.onnx_dir(name)
-    old = dict(rec.get("onnx") or {})
+    old = {v: e.raw for v, e in run.model(name).onnx.items()}
     records: dict[str, dict] = {}
     report.records[name] = records
     step = step or (lambda _msg, _advance=0: None)
 
     def finish(variant: str, record: dict) -> None:
         records[variant] = record
-        run.models[name].setdefault("onnx", {})[variant] = record
+        run.record_export(name, variant, record)
         run.save()
         step(f"{name} {variant}: {record['status']}", 1)
 
@@ -276,15 +275,15 @@ _VERDICT = ("status", "error", "validation", "dev_scores", "seconds", "changed_s
 def _write_export_json(run: RunDir, name: str, out_dir: Path, opts: ExportOptions, preset, records: dict) -> None:
     if not out_dir.parent.is_dir():
         return  # the model's folder is gone; the manifest records the failure
-    rec = run.models[name]
+    rec = run.model(name)
     atomic_write_json(run.export_json(name), stamp(EXPORT_FORMAT, EXPORT_VERSION, {
-        "model": name, "depth": rec.get("depth"), "kept_layers": rec.get("kept_layers"),
-        "task": run.config.get("task"),
+        "model": name, "depth": rec.depth, "kept_layers": rec.kept_layers,
+        "task": run.cfg.task,
         # this invocation's options; each variant's record says what its file was built with
         "options": {"mode": "revalidate" if opts.revalidate else "export", "variants": opts.variants,
                     "opset": opts.opset, "quant_preset": preset[0], "quant_preset_reason": preset[1],
                     "int8_candidate": opts.int8_candidate, "max_quant_drop": opts.max_quant_drop},
-        "pytorch_dev_scores": rec.get("dev_scores"),
+        "pytorch_dev_scores": rec.dev_scores,
         "status": "ok" if all(r.get("status") == "ok" for r in records.values()) else "failed",
         "variants": records,
     }))
@@ -299,9 +298,9 @@ def recorded_int8_choice(run: RunDir, opts: ExportOptions, preset: str) -> dict:
     from ..core.machine import cpu_model
 
     if opts.force:
-        run.data.pop("int8_choice", None)  # saved with the first record
+        run.drop_section("int8_choice")  # saved with the first record
         return {}
-    rec = run.data.get("int8_choice")
+    rec = run.section("int8_choice")
     if opts.int8_candidate != "auto" or not isinstance(rec, dict) or not rec.get("winner"):
         return {}
     if rec.get("preset") != preset or rec.get("cpu_model") != cpu_model():
@@ -313,7 +312,7 @@ def _save_int8_choice(run: RunDir, choice: dict) -> None:
     """Record the run's int8 choice the moment it is made (atomically, with the manifest)."""
     from ..core.machine import cpu_model
 
-    run.data["int8_choice"] = {**choice, "cpu_model": cpu_model(), "chosen": now()}
+    run.set_section("int8_choice", {**choice, "cpu_model": cpu_model(), "chosen": now()})
     run.save()
 
 
@@ -417,15 +416,16 @@ def export_run(run_dir: str | os.PathLike, variants=DEFAULT_VARIANTS, opset: int
     if "fp16" in opts.variants:
         require_provider(CUDA, "the fp16 variant")
     preset = resolve_preset(quant_preset)
-    if not run.config.get("task"):
+    cfg = run.cfg
+    if not cfg.task:
         raise RunDirError(f"{run.manifest_path} names no task in its config; it was not written by 'glp-bench prune'")
     task = task_of_run(run.config)
-    check_data_unchanged(run, task, data_dir or run.config.get("data_dir"), "export")
+    check_data_unchanged(run, task, data_dir or cfg.data_dir, "export")
     check_writable(run, models)
-    data = load_task_data(task, data_dir or run.config.get("data_dir"))
-    dev_for = _dev_loader(task, data, int(run.config.get("max_length", 128)))
-    calib_for = _calib_loader(task, data, int(run.config.get("max_length", 128)))
-    decide_for = _decision_loader(task, data, int(run.config.get("max_length", 128)), int(run.config.get("seed", 42)))
+    data = load_task_data(task, data_dir or cfg.data_dir)
+    dev_for = _dev_loader(task, data, cfg.max_length)
+    calib_for = _calib_loader(task, data, cfg.max_length)
+    decide_for = _decision_loader(task, data, cfg.max_length, cfg.seed)
     report = ExportReport(run.path, task.main_dev_key)
     report.int8_choice = recorded_int8_choice(run, opts, preset[0])
 

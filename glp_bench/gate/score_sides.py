@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import GateInputError
+from ..core.records import DEFAULT_MAX_LENGTH
 from ..core.rundir import RunDir
 
-DEFAULT_MAX_LENGTH = 128
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spm.model", "sentencepiece.bpe.model")
 
 
@@ -128,9 +128,9 @@ def resolve_side(spec: str, role: str, model: str | None = None, variant: str | 
     variant = info.get("variant") or ("int8" if _quantized(onnx) else None)
     side = Side(role, spec, info["kind"], onnx, variant, model=info.get("model"), run=run_path)
     if run is not None:
-        side.task = task_of_run(run.config) if run.config.get("task") else None
-        side.max_length = int(run.config.get("max_length", DEFAULT_MAX_LENGTH))
-        side.data_dir = run.config.get("data_dir")
+        side.task = task_of_run(run.config) if run.cfg.task else None
+        side.max_length = run.cfg.max_length
+        side.data_dir = run.cfg.data_dir
     side.info["labels"] = config_labels(onnx.parent / "config.json")
     side.tokenizer_dir = _tokenizer_dir(onnx, run, side.model)
     if side.tokenizer_dir is None:

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import GlpError
+from ..core.records import ModelRecord
 from ..core.rundir import RunDir, file_record
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .executors import ExecutorSpec
@@ -442,7 +443,7 @@ def removal_orders(pruner: Pruner, strategies: list[str], min_depth: int, on_upd
     run, n = pruner.run, len(pruner.layers)
     orders = {}
     for strategy in strategies:
-        rec = run.strategies.setdefault(strategy, {"order": [], "steps": []})
+        rec = run.strategy_log(strategy)
         if strategy == "glp":
             order = greedy_search(pruner.layers, min_depth, score_many, rec["steps"], on_update=on_update,
                                   on_step=on_step, **search_options)
@@ -478,12 +479,10 @@ def final_jobs(run: RunDir, layers: list[int], orders: dict[str, list[int]]) -> 
             key = tuple(kept)
             if key not in seen:
                 seen[key] = run.name_for(kept, len(kept), strategy)
-                run.models.setdefault(seen[key], {"depth": len(kept), "kept_layers": kept, "strategies": [],
-                                                  "dev_scores": None})
+                if run.model(seen[key]) is None:
+                    run.record_model(seen[key], depth=len(kept), kept_layers=kept, strategies=[], dev_scores=None)
             name = seen[key]
-            if strategy not in run.models[name]["strategies"]:
-                run.models[name]["strategies"].append(strategy)
-            run.strategies[strategy].setdefault("models", {})[str(len(kept))] = name
+            run.link_strategy(strategy, len(kept), name)
             jobs.append((strategy, name, kept))
     return jobs
 
@@ -520,7 +519,7 @@ def run_sweep(run: RunDir, plan: PrunePlan, scores, on_update) -> float:
     from .search import choose, decided_by
 
     sweep = plan.sweep
-    rec = run.data.setdefault("recipe", {"mode": "auto", **sweep, "points": {}, "chosen": None})
+    rec = run.log("recipe", {"mode": "auto", **sweep, "points": {}, "chosen": None})
     grid = sorted(sweep["lrs"])
     tried = sweep_first_wave(grid)
     while True:
@@ -549,12 +548,12 @@ def sweep_lines(run: RunDir, plan: PrunePlan, metric: str, console, on_update):
     from ..core.progress import fmt_seconds
 
     t0 = time.monotonic()
-    seen = set((run.data.get("recipe") or {}).get("points") or {})
+    seen = set(run.section("recipe", {}).get("points") or {})
     first, wave = len(seen), len(sweep_first_wave(plan.sweep["lrs"]))
 
     def update():
         on_update()
-        points = run.data["recipe"]["points"]
+        points = run.section("recipe", {}).get("points") or {}
         for key in [k for k in points if k not in seen]:
             seen.add(key)
             done, elapsed = len(points), time.monotonic() - t0
@@ -606,7 +605,7 @@ def step_assessor(run: RunDir, task, held_labels, seed: int):
 
 
 def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
-    """GLP against each baseline per depth on dev (``glp_bench.prune.compare``), into ``run.data["comparison"]``:
+    """GLP against each baseline per depth on dev (``glp_bench.prune.compare``), into the manifest's ``comparison``:
     a paired bootstrap over the stored dev predictions of the first dev split. Reports; chooses nothing."""
     from .compare import compare_strategies
 
@@ -614,7 +613,7 @@ def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
     labels = np.asarray(dev[split]["labels"])
 
     def preds(name: str):
-        rel = ((run.models.get(name) or {}).get("dev_preds") or {}).get(split)
+        rel = (run.model(name) or ModelRecord(name)).dev_preds.get(split)
         try:
             return np.load(run.file(rel, f"models.{name}.dev_preds.{split}")) if rel else None
         except (OSError, ValueError):
@@ -623,19 +622,18 @@ def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
     def metric(p, y):
         return task.metric_fn(p, y)[task.main_metric]
 
-    by_depth = {s: {int(d): n for d, n in (rec.get("models") or {}).items()
-                    if (run.models.get(n) or {}).get("dev_scores") is not None}
-                for s, rec in run.strategies.items()}
+    by_depth = {s: {d: n for d, n in run.strategy(s).models.items() if (run.model(n) or ModelRecord(n)).finished}
+                for s in run.strategy_names()}
     result = {"split": split, "metric": task.main_metric, "key": task.main_dev_key,
               "baselines": compare_strategies(by_depth, preds, labels, metric, seed=seed)}
-    run.data["comparison"] = result
+    run.set_section("comparison", result)
     run.save()
     return result
 
 
-def _reference_record(run: RunDir, reference: str, what: str, fix: str) -> dict:
-    rec = run.models.get(reference) or {}
-    if rec.get("dev_scores") is None or not run.model_path(reference).is_dir():
+def _reference_record(run: RunDir, reference: str, what: str, fix: str) -> ModelRecord:
+    rec = run.model(reference) or ModelRecord(reference)
+    if not rec.finished or not run.model_path(reference).is_dir():
         raise GlpError(f"{what} needs the run's full-depth model {reference}, which is missing or failed in "
                        f"{run.path}; re-run the same command to re-create it, or use {fix}")
     return rec
@@ -656,14 +654,15 @@ def ensure_teacher(run: RunDir, work: Workload, reference: str) -> np.ndarray:
     recorded file is intact, re-computed when it is missing or edited."""
     rec = _reference_record(run, reference, "distillation", "--no-distill")
     path = run.teacher_path
-    known = run.data.get("teacher")
-    if known and known.get("model_sha256") == rec.get("files", {}).get("model.safetensors", {}).get("sha256") \
+    known = run.section("teacher")
+    weights = rec.files.get("model.safetensors", {}).get("sha256")
+    if known and known.get("model_sha256") == weights \
             and path.is_file() and file_record(path)["sha256"] == known.get("sha256"):
         return np.load(path)
     logits = work.teacher_logits(run.model_path(reference)).astype(np.float32)
     save_array(path, logits)
-    run.data["teacher"] = {"model": reference, "path": run.relative(path), "rows": int(len(logits)), **file_record(path),
-                           "model_sha256": rec.get("files", {}).get("model.safetensors", {}).get("sha256")}
+    run.set_section("teacher", {"model": reference, "path": run.relative(path), "rows": int(len(logits)),
+                                **file_record(path), "model_sha256": weights})
     run.save()
     return logits
 
@@ -679,10 +678,10 @@ def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: Pru
     seeds = plan.final_seed_list()
 
     def pending(name: str, seed: int) -> bool:
-        rec = run.models[name]
+        rec = run.model(name)
         if seed == seeds[0]:
-            return rec.get("dev_scores") is None or not run.model_path(name).is_dir()
-        return str(seed) not in (rec.get("seeds") or {})
+            return not rec.finished or not run.model_path(name).is_dir()
+        return str(seed) not in rec.seeds
 
     def job(name, kept, seed):
         removed = [i for i in layers if i not in kept]
@@ -690,15 +689,14 @@ def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: Pru
 
     def collect(todo):
         for (name, seed), record, staged in executor.run_finals(todo):
-            rec = run.models[name]
             dev_preds = record.pop("dev_preds", None) or {}
             if seed == seeds[0] and dev_preds:
                 for split, p in dev_preds.items():
                     save_array(run.dev_preds_path(name, split), p)
                 record["dev_preds"] = {s: run.relative(run.dev_preds_path(name, s)) for s in dev_preds}
             if staged is not None:
-                rec.update(pruner.install(name, record, staged))
-            rec.setdefault("seeds", {})[str(seed)] = {k: record.get(k) for k in ("dev_scores", "distill", "init", "train")}
+                run.record_model(name, **pruner.install(name, record, staged))
+            run.record_seed(name, seed, {k: record.get(k) for k in ("dev_scores", "distill", "init", "train")})
             on_update()
 
     reference = next((name for name, kept in distinct if len(kept) == len(layers)), None)
@@ -722,11 +720,11 @@ def run_finals(pruner: Pruner, executor, orders: dict[str, list[int]], plan: Pru
 
 
 def _glp_done(run) -> int:
-    return sum(len(s["candidates"]) for s in run.strategies.get("glp", {}).get("steps", []))
+    return sum(len(s["candidates"]) for s in run.strategy("glp").steps)
 
 
 def _finals_done(run) -> int:
-    return sum(1 for m in run.models.values() if m.get("dev_scores") is not None)
+    return len(run.finished_models())
 
 
 def _budget_text(plan, swept: bool = False) -> str:
@@ -758,11 +756,11 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         pruner = Pruner(plan, run, progress)
         n, min_depth = len(pruner.layers), plan.min_depth
         if run.exists():  # strategies may be added to an existing run
-            run.config["strategies"] = list(dict.fromkeys(run.config["strategies"] + plan.strategies))
+            run.add_strategies(plan.strategies)
             run.save()
         else:
             run.create(plan.config(n))
-        chosen = (run.data.get("recipe") or {}).get("chosen")
+        chosen = run.section("recipe", {}).get("chosen")
         if plan.sweep and chosen:
             plan = with_recipe(plan, chosen["lr"])
         pruner.use(plan)
@@ -773,12 +771,12 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         n_search = sum(range(min_depth + 1, n + 1)) if "glp" in plan.strategies else 0
         on_disk = {k: m for k, m in run.models.items() if run.model_path(k).is_dir()}  # as run_finals counts them
         n_final, finals_todo = finals_left(pruner.layers, min_depth, plan.strategies, plan.seed, plan.final_seeds,
-                                           run.strategies.get("glp", {}).get("steps", []), on_disk)
+                                           run.strategy("glp").steps, on_disk)
         search_ex = min(plan.search.max_samples or len(pruner.work.fit), len(pruner.work.fit)) * plan.search.epochs
         final_ex = min(plan.final.max_samples or len(pruner.work.train), len(pruner.work.train)) * plan.final.epochs
         depths = range(min_depth, n + 1)
         cost = (sum(depths) / len(depths) + 1) / (n + 1)  # ~ layers + embeddings/head (about one layer)
-        waves = search_waves(n, min_depth, run.strategies.get("glp", {}).get("steps", []), executor.slots) \
+        waves = search_waves(n, min_depth, run.strategy("glp").steps, executor.slots) \
             if "glp" in plan.strategies else 0
         final_waves = math.ceil(finals_todo / executor.slots)
         if plan.depth_epochs == "scaled":  # every final costs about what the full model's does
@@ -792,7 +790,7 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
             if plan.reference_epochs and not _finals_done(run):  # the full-depth model's extra epochs
                 est += (final_ex / plan.final.epochs * (plan.reference_epochs - plan.final.epochs) * plan.final_seeds
                         / ex_per_s)
-            started = _glp_done(run) or _finals_done(run) or (run.data.get("recipe") or {}).get("points")
+            started = _glp_done(run) or _finals_done(run) or run.section("recipe", {}).get("points")
             eta = eta_text(est, bool(started))
         else:
             eta = "nothing left to do (every fine-tune is finished)"
@@ -808,8 +806,8 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
 
         def on_update():
             run.save()
-            work = prune_work(plan, n, min_depth, len(pruner.work.fit), len(pruner.work.train), run.data.get("recipe"),
-                              run.strategies.get("glp", {}).get("steps", []), run.models)
+            work = prune_work(plan, n, min_depth, len(pruner.work.fit), len(pruner.work.train), run.section("recipe"),
+                              run.strategy("glp").steps, run.models)
             progress.update(overall, completed=_glp_done(run) + _finals_done(run), work=work)
 
         def on_step(step, n_steps, n_cand):
@@ -830,13 +828,13 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
                                 rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()))
         progress.update(overall, description="final fine-tunes")
         run_finals(pruner, executor, orders, plan, on_update)
-        if "glp" in run.strategies and len(run.strategies) > 1:
+        if "glp" in run.strategy_names() and len(run.strategy_names()) > 1:
             record_comparison(run, pruner.task, pruner.work.dev, plan.seed)
     return orders
 
 
 def _recipe_text(plan, run) -> str:
-    rec = (run.data.get("recipe") or {}) if run.data else {}
+    rec = run.section("recipe", {})
     if plan.recipe == "auto" and plan.sweep and not rec.get("chosen"):
         lrs = ", ".join(f"{x:g}" for x in plan.sweep["lrs"])
         text = (f"recipe auto (lr sweep {lrs}, the lowest only if the one above it wins; warm-up "

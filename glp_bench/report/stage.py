@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..core.errors import RunDirError
+from ..core.records import ModelRecord
 from ..core.rundir import RunDir
 from ..core.vocab import TORCH_VARIANT, variant_rank
 
@@ -224,7 +225,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
     if not finished:
         raise RunDirError(f"{rd.path} has no fine-tuned model yet (empty run); run 'glp-bench prune' "
                           f"(or 'glp-bench prune-and-export') to fill it")
-    task_name = rd.config.get("task")
+    task_name = rd.cfg.task
     task = task_of_run(rd.config)
     main_key = task.main_dev_key
     full_depth, ref_name = rd.reference()
@@ -236,7 +237,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
         onnx = (rec.get("onnx") or {}).get(variant) or {}
         torch = variant == TORCH_VARIANT
         return Row(
-            run=str(rd.path), task=task_name, model_id=str(rd.config.get("model")), target=target, name=name,
+            run=str(rd.path), task=task_name, model_id=str(rd.cfg.model), target=target, name=name,
             depth=rec["depth"], kept_layers=list(rec.get("kept_layers") or []),
             strategies=list(rec.get("strategies") or []), variant=variant,
             path=rec.get("path") if torch else onnx.get("path"),
@@ -275,7 +276,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
         if doc_task and doc_task != task_name:
             raise RunDirError(f"{path} holds latency of a {doc_task} run but {rd.path} is a {task_name} run; "
                               f"re-run 'glp-bench latency --run {rd.path} --device {target}'")
-        table, shape = _latency_rows(doc, threads, seq, rd.config.get("max_length"), str(path))
+        table, shape = _latency_rows(doc, threads, seq, rd.cfg.max_length, str(path))
         measured_variants = {v for _, v in table}
         keys: list[tuple[str, str]] = []
         for name in names:  # exported artifacts of the variants this target measures (all of them if none)
@@ -353,28 +354,28 @@ class Report:
 
 
 def _by_strategy(rd: RunDir, rows: list[Row]) -> tuple[list[str], list[dict]]:
-    strategies = list(dict.fromkeys(list(rd.config.get("strategies") or []) + list(rd.strategies)))
-    strategies = [s for s in strategies if rd.strategies.get(s, {}).get("models")]
+    recs = {s: rd.strategy(s) for s in rd.strategy_names()}
+    strategies = [s for s, r in recs.items() if r.models]
     if len(strategies) < 2:
         return strategies, []
     first = {}
     for r in rows:
         first.setdefault(r.name, r)
-    depths = sorted({int(d) for s in strategies for d in rd.strategies[s]["models"]}, reverse=True)
-    versus = ((rd.data.get("comparison") or {}).get("baselines") or {}) if rd.data else {}
+    depths = sorted({d for s in strategies for d in recs[s].models}, reverse=True)
+    versus = rd.section("comparison", {}).get("baselines") or {}
     table = []
     for depth in depths:
         entry = {"depth": depth, "models": {},
                  "versus": {b: rows[str(depth)] for b, rows in versus.items() if str(depth) in rows}}
         for s in strategies:
-            name = rd.strategies[s]["models"].get(str(depth))
+            name = recs[s].models.get(depth)
             r = first.get(name)
             if name is None:
                 continue
             torch = r and r.torch_scores and r.torch_scores.get(r.main_key)
             ref = r and (r.reference_scores or {}).get(r.main_key)
             entry["models"][s] = {
-                "name": name, "kept_layers": r.kept_layers if r else rd.models.get(name, {}).get("kept_layers"),
+                "name": name, "kept_layers": r.kept_layers if r else (rd.model(name) or ModelRecord(name)).kept_layers,
                 "score": torch, "delta_points": None if torch is None or ref is None else (torch - ref) * 100.0,
             }
         table.append(entry)
@@ -518,7 +519,7 @@ def build_report(runs: Sequence[str | os.PathLike], targets: Sequence[str] | Non
             notes.extend(int8_notes(rd.models, {r.name for r in trows if r.variant == "int8"}))
             if any(r.reference_scores is None for r in trows):
                 notes.append("the full-depth model has no dev score: score changes are unknown")
-            if rd.config.get("pooling") == "mean":
+            if rd.cfg.pooling == "mean":
                 notes.append("the classifiers read the mean of the tokens (--pooling mean), in PyTorch and in every "
                              "exported graph")
             sections.append(Section(
