@@ -19,13 +19,21 @@ The manifest is the same whichever executor filled it, and a run resumes with ei
 Ray (``pip install 'glp-bench[ray]'``; imported only when chosen):
 
 * ``address=None`` starts a local Ray instance (dashboard off, temporary files in Ray's default ``/tmp/ray``)
-  and stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``).
+  and stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``); the CLI
+  takes ``RAY_ADDRESS`` from the environment when ``--ray-address`` is not given.
+* Joining a cluster, a tiny task on every node that can run fine-tunes first imports glp-bench and its
+  dependencies there (pickled by value, so it loads without glp-bench) and compares versions: a node without
+  glp-bench stops the run before any work, with the fix.
+* Data and the base model reach the workers through the object store (``load``: one ``ray.put`` of the
+  Workload with the tokenized splits in memory), never through paths: the nodes share no file system.
 * Each task asks for one GPU when the cluster has GPUs (and ``--device`` is not ``cpu``), else for
   ``cpus_per_task`` CPUs; torch in the worker uses exactly ``cpus_per_task`` threads.
-* Retries are Ray's own: a task whose worker process or node dies is re-run up to ``max_retries`` times
-  (``max_retries``); an exception raised by the fine-tune itself is not retried (``retry_exceptions=False``:
-  with fixed seeds it would fail the same way again). When a task fails for good, the tasks still running
-  are collected first (their results are saved), then the run stops with one clear error.
+* Retries are glp-bench's (Ray's own are off, as they are invisible to the driver): a task whose worker
+  process or node was lost is submitted again, up to ``max_retries`` times, and the run log says so
+  (``ray: candidate 'drop layer 3' of GLP step 1: worker lost (NodeDiedError), retried (attempt 2 of 4)``);
+  an exception raised by the fine-tune itself is not retried (with fixed seeds it would fail the same way
+  again). When a task fails for good, the tasks still running are collected first (their results are
+  saved), then the run stops with one clear error.
 * Determinism: every fine-tune draws from the run's seed alone, so a task gives the same numbers wherever it
   runs. On CPU, float results do depend on torch's thread count (reductions are split differently; the
   differences are ~1e-8 but can flip a near-tie). A Ray run therefore equals, bit for bit, a local run whose
@@ -231,6 +239,16 @@ def _make_probe():
     return probe
 
 
+def _auth_failed(e: BaseException) -> bool:
+    """Whether a failed ``ray.init`` was refused for its authentication token (somewhere in the chain)."""
+    seen = 0
+    while e is not None and seen < 10:
+        if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -252,6 +270,10 @@ class RayExecutor:
                 else:
                     ray.init(address=spec.address, **kwargs)
             except ConnectionError as e:
+                if _auth_failed(e):
+                    raise ExecutorError(f"the Ray cluster at {spec.address} refused this process's token (token "
+                                        "authentication); set RAY_AUTH_MODE=token and the cluster's token in "
+                                        "RAY_AUTH_TOKEN (or ~/.ray/auth_token), as on its nodes") from None
                 raise ExecutorError(f"cannot join the Ray cluster at {spec.address} ({_first_line(e)}); start one with "
                                     "'ray start --head' or leave --ray-address out to start a local Ray instance") from None
             self.owned = True
