@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A multi-node Ray run simulated on this machine, and a worker node killed in the middle of a GLP step.
 
-    python benchmarks/bench_cluster.py [--trials N] [--timeout S] [--keep]
+    python benchmarks/bench_cluster.py [--trials N] [--no-kill-head] [--timeout S] [--keep]
 
 Needs Ray (``pip install 'glp-bench[ray]'``). Starts a real Ray cluster on loopback (127.0.0.2, own auth token): a head (``ray start --head
 --num-cpus 0``: it runs no fine-tunes) and two worker nodes (``ray start --address ... --num-cpus 1``), each a
@@ -17,6 +17,9 @@ Needs Ray (``pip install 'glp-bench[ray]'``). Starts a real Ray cluster on loopb
    (the node dies with its workers). The run must finish with the same result, and its log must name the
    candidate that was lost and retried (``ray: candidate 'drop layer L' of GLP step 2: worker lost ...,
    retried (attempt 2 of 4)``).
+3. The head node killed (all its processes) during GLP step 2: the run stops (its exit status and last line are
+   printed) with the finished candidates in the manifest; the same command with ``--executor local`` resumes
+   it and must end with the local run's result (``--no-kill-head`` skips this).
 
 One line per check; exit 1 on any difference. Everything it started (nodes, their workers, the glp-bench
 runs) is killed at the end by process id, always, in bounded time; ``ray stop`` is not used (it would stop
@@ -223,9 +226,9 @@ class Cluster:
 class NodeKiller(threading.Thread):
     """When a candidate of GLP step ``KILL_STEP`` runs on a worker node, SIGKILL that node's raylet (once)."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, head: bool = False):
         super().__init__(daemon=True)
-        self.cluster, self.stop, self.killed = cluster, threading.Event(), None
+        self.cluster, self.head, self.stop, self.killed = cluster, head, threading.Event(), None
         self.prefix = f"ray::glp-candidate-s{KILL_STEP}-l"
 
     def run(self):
@@ -233,6 +236,13 @@ class NodeKiller(threading.Thread):
             for pid in pids():
                 t = title(pid)
                 node = self.cluster.node_of(pid) if t.startswith(self.prefix) else None
+                if node and node != "head" and self.head:  # the whole head node: GCS, raylet and the rest
+                    sid = self.cluster.nodes["head"].pid
+                    for p in pids():
+                        if (st := proc_stat(p)) and st[2] == sid:
+                            os.kill(p, signal.SIGKILL)
+                    self.killed = ("head", sid, int(t[len(self.prefix):]))
+                    break
                 if node and node != "head" and (raylet := self.cluster.raylet_of(node)):
                     os.kill(raylet, signal.SIGKILL)
                     self.killed = (node, raylet, int(t[len(self.prefix):]))
@@ -291,10 +301,38 @@ def compare(name: str, got: Path, ref: Path) -> bool:
     return same6
 
 
+def kill_head(cluster: Cluster, root: Path, model: Path, data: Path, timeout: float) -> bool:
+    """SIGKILL the whole head node during GLP step 2: the run stops; the same command with the local executor
+    resumes it and ends with the local run's result."""
+    killer = NodeKiller(cluster, head=True)
+    killer.start()
+    run_dir = root / "head-killed"
+    code, secs, out = prune(run_dir, model, data, min(timeout, 300), "--executor", "ray", "--ray-address",
+                            cluster.address)
+    killer.stop.set()
+    killer.join()
+    if killer.killed is None:
+        print("head killed: FAILED: no candidate of GLP step 2 was seen running")
+        return False
+    last = [line for line in out.splitlines() if line.strip()][-1][:300]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    kept = sum(len(s["candidates"]) for s in manifest["strategies"]["glp"]["steps"])
+    print(f"head killed during candidate 'drop layer {killer.killed[2]}' of GLP step {KILL_STEP}: the run stopped, "
+          f"exit {code} after {secs:.0f} s (last line: {last}); {kept} candidate(s) kept in the manifest", flush=True)
+    code, secs, out = prune(run_dir, model, data, timeout, env={"OMP_NUM_THREADS": "1"})
+    done = re.search(r"\((\d+) done\)", " ".join(out.split()))
+    same = code == 0 and compare("head killed, resumed with --executor local", run_dir, root / "local")
+    print(f"head killed, resumed: {'OK' if same and code == 0 else 'FAILED'}: exit {code}, {secs:.0f} s, resumed "
+          f"with {done.group(1) if done else '?'} candidate(s) done", flush=True)
+    return same
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=3, help="killed-node runs (default 3)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per glp-bench run (default 900)")
+    ap.add_argument("--no-kill-head", dest="kill_head", action="store_false",
+                    help="skip the last check (the head node killed mid-run, then resumed locally)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (runs, logs, node temp dirs)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -325,7 +363,8 @@ def main(argv=None) -> int:
         errors = [line for line in out.splitlines() if line.startswith("glp-bench: error:")]
         good = code == 2 and len(errors) == 1 and "token" in errors[0] and "Traceback" not in out
         ok &= good
-        print(f"driver without the cluster's token (RAY_ADDRESS set): {'OK' if good else 'FAILED'}: exit {code}, "
+        print(f"driver without the cluster's token (RAY_ADDRESS set): {'OK' if good else 'FAILED'}: exit {code} in "
+              f"{secs:.0f} s, "
               f"{errors[0] if errors else out[-500:]}", flush=True)
 
         code, secs, out = prune(root / "ray", model, data, args.timeout, "--executor", "ray", "--ray-address",
@@ -368,6 +407,8 @@ def main(argv=None) -> int:
                 print(out[-2000:])
             ok &= good
         print(f"killed-node runs identical to the local run: {passed} of {args.trials}", flush=True)
+        if args.kill_head:
+            ok &= kill_head(cluster, root, model, data, args.timeout)
     finally:
         left = cluster.stop()
         print(f"clean-up: stopped {len(cluster.nodes)} node(s) ({left} process(es) needed SIGKILL)", flush=True)
