@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -228,3 +230,62 @@ def test_without_ray_installed(inputs, tmp_path):
                    env=env)
     assert proc.returncode == 0, proc.stderr
     assert _manifest(tmp_path / "local")["strategies"]["top"]["models"] == {"6": "depth-06", "5": "depth-05"}
+
+
+def test_unreachable_ray_address_from_the_environment(inputs, tmp_path):
+    """RAY_ADDRESS is the default of --ray-address (for --executor ray only); the error names where it came from."""
+    pytest.importorskip("ray")
+    env = {"RAY_ADDRESS": f"127.0.0.1:{_free_port()}"}
+    proc = run_cli(*_args(inputs, tmp_path / "r", "--executor", "ray"), env=env)
+    assert_clean_error(proc, f"cannot reach a Ray cluster at {env['RAY_ADDRESS']} (RAY_ADDRESS:")
+    assert "unset RAY_ADDRESS" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cluster_whose_workers_lack_glp_bench(inputs, tmp_path):
+    """A Ray instance whose workers import a glp_bench that fails (PYTHONPATH of the workers): the node check
+    stops the run before any work, with the fix; a resumed run keeps what it had."""
+    pytest.importorskip("ray")
+    shadow = tmp_path / "shadow" / "glp_bench"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'glp_bench' (hidden)\")\n")
+    script = ("import logging, sys\nimport ray\n"
+              "ray.init(address='local', num_cpus=1, include_dashboard=False, log_to_driver=False, "
+              f"logging_level=logging.ERROR, runtime_env={{'env_vars': {{'PYTHONPATH': {str(shadow.parent)!r}}}}})\n"
+              "from glp_bench.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    run_dir = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-c", script, *_args(inputs, run_dir, "--executor", "ray")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert_clean_error(proc, "glp_bench cannot be imported on Ray node ")
+    from glp_bench import __version__
+
+    assert "of a local Ray instance" in proc.stderr and f"install glp-bench {__version__}" in proc.stderr
+    assert "on every node of the cluster" in proc.stderr
+    assert not (run_dir / "manifest.json").exists()  # nothing was started
+
+
+def test_lost_worker_is_retried_with_a_log_line_and_the_same_score(ray_address, inputs, tmp_path):
+    """A candidate whose worker is killed is resubmitted by glp-bench (not silently by Ray): the log names it and
+    its attempt, and the score equals an undisturbed one."""
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.executors import ExecutorSpec, RayExecutor
+    from glp_bench.prune.stage import Pruner, make_plan
+
+    model, data = inputs
+    plan = make_plan("cola", str(model), str(data), ["glp"], "smoke", lr=1e-3, device="cpu", search_epochs=4)
+    pruner = Pruner(plan, RunDir(tmp_path / "run"))
+    lines = []
+    with RayExecutor(ExecutorSpec("ray", max_retries=2), "cpu") as ex:
+        ex.load(pruner)
+        ex._say = lines.append
+        clean = dict(ex.score_many((), [1]))
+        killer = Killer("glp-candidate-s1-l1", 1)
+        killer.start()
+        got = dict(ex.score_many((), [1]))
+        killer.stop.set()
+        killer.join()
+    assert len(killer.killed) == 1, "the worker to kill was never seen running"
+    assert lines == ["ray: candidate 'drop layer 1' of GLP step 1: worker lost (WorkerCrashedError), retried "
+                     "(attempt 2 of 3)"]
+    assert (got[1]["score"], got[1]["loss"]) == (clean[1]["score"], clean[1]["loss"])

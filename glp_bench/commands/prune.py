@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ._common import (
     add_device_arg,
@@ -115,7 +116,8 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    "be resumed with either")
     g.add_argument("--ray-address", default=None,
                    help="Ray cluster to join: auto (the cluster this node belongs to) or HOST:PORT of the head "
-                   "('ray start --head' prints it); default: start a local Ray instance for this run")
+                   "('ray start --head' prints it); default: $RAY_ADDRESS when set, else start a local Ray instance for "
+                   "this run")
     g.add_argument("--ray-cpus-per-task", type=positive_int, default=None,
                    help="CPUs (and torch threads) per task when tasks run on CPU (default 1); with GPUs each task "
                    "asks for one GPU")
@@ -157,6 +159,8 @@ def prepare(args):
     given = {k: v for k, v in ray_opts.items() if v is not None}
     if args.executor != "ray" and given:
         raise ExecutorError(f"--ray-{next(iter(given)).replace('_', '-')} applies to --executor ray only; add --executor ray")
+    if args.executor == "ray" and args.ray_address is None and os.environ.get("RAY_ADDRESS"):
+        given.update(address=os.environ["RAY_ADDRESS"], address_from="RAY_ADDRESS")
     spec = ExecutorSpec(args.executor, **given)
     check_spec(spec, args.device)  # Ray missing, cluster unreachable: fail before loading anything
     model = resolve_model(args.model)

@@ -19,13 +19,21 @@ The manifest is the same whichever executor filled it, and a run resumes with ei
 Ray (``pip install 'glp-bench[ray]'``; imported only when chosen):
 
 * ``address=None`` starts a local Ray instance (dashboard off, temporary files in Ray's default ``/tmp/ray``)
-  and stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``).
+  and stops it at the end; ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``); the CLI
+  takes ``RAY_ADDRESS`` from the environment when ``--ray-address`` is not given.
+* Joining a cluster, a tiny task on every node that can run fine-tunes first imports glp-bench and its
+  dependencies there (pickled by value, so it loads without glp-bench) and compares versions: a node without
+  glp-bench stops the run before any work, with the fix.
+* Data and the base model reach the workers through the object store (``load``: one ``ray.put`` of the
+  Workload with the tokenized splits in memory), never through paths: the nodes share no file system.
 * Each task asks for one GPU when the cluster has GPUs (and ``--device`` is not ``cpu``), else for
   ``cpus_per_task`` CPUs; torch in the worker uses exactly ``cpus_per_task`` threads.
-* Retries are Ray's own: a task whose worker process or node dies is re-run up to ``max_retries`` times
-  (``max_retries``); an exception raised by the fine-tune itself is not retried (``retry_exceptions=False``:
-  with fixed seeds it would fail the same way again). When a task fails for good, the tasks still running
-  are collected first (their results are saved), then the run stops with one clear error.
+* Retries are glp-bench's (Ray's own are off, as they are invisible to the driver): a task whose worker
+  process or node was lost is submitted again, up to ``max_retries`` times, and the run log says so
+  (``ray: candidate 'drop layer 3' of GLP step 1: worker lost (NodeDiedError), retried (attempt 2 of 4)``);
+  an exception raised by the fine-tune itself is not retried (with fixed seeds it would fail the same way
+  again). When a task fails for good, the tasks still running are collected first (their results are
+  saved), then the run stops with one clear error.
 * Determinism: every fine-tune draws from the run's seed alone, so a task gives the same numbers wherever it
   runs. On CPU, float results do depend on torch's thread count (reductions are split differently; the
   differences are ~1e-8 but can flip a near-tie). A Ray run therefore equals, bit for bit, a local run whose
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,6 +65,7 @@ class ExecutorSpec:
     address: str | None = None  # Ray: None starts a local instance; "auto" or "HOST:PORT" joins a cluster
     cpus_per_task: int = 1  # Ray: CPUs (and torch threads) per task when the tasks run on CPU
     max_retries: int = 3  # Ray: re-runs of a task whose worker or node died
+    address_from: str = "--ray-address"  # where ``address`` came from (or RAY_ADDRESS), for messages
 
 
 def import_ray():
@@ -67,11 +77,11 @@ def import_ray():
     return ray
 
 
-def parse_address(address: str) -> tuple[str, int]:
+def parse_address(address: str, source: str = "--ray-address") -> tuple[str, int]:
     """``HOST:PORT`` -> (host, port). Pure."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ExecutorError(f"--ray-address {address!r} is not auto or HOST:PORT (e.g. 10.0.0.1:6379, the "
+        raise ExecutorError(f"{source} {address!r} is not auto or HOST:PORT (e.g. 10.0.0.1:6379, the "
                             "address 'ray start --head' prints)")
     return host.strip("[]"), int(port)
 
@@ -89,17 +99,18 @@ def check_spec(spec: ExecutorSpec, device: str) -> None:
     if device not in RAY_DEVICES:
         raise DeviceError(f"--device {device!r} with --executor ray: use auto, cpu or cuda (Ray assigns the GPUs)")
     if spec.address and spec.address.startswith("ray://"):
-        raise ExecutorError(f"--ray-address {spec.address!r}: Ray Client (ray://) is not supported; run glp-bench on "
+        raise ExecutorError(f"{spec.address_from} {spec.address!r}: Ray Client (ray://) is not supported; run glp-bench on "
                             "a node of the cluster with --ray-address auto or HOST:PORT")
     import_ray()
     if spec.address not in (None, "auto"):
-        host, port = parse_address(spec.address)
+        host, port = parse_address(spec.address, spec.address_from)
         try:
             socket.create_connection((host, port), timeout=5).close()
         except OSError as e:
-            raise ExecutorError(f"cannot reach a Ray cluster at {spec.address} ({e.strerror or e}); start one with "
-                                "'ray start --head' and pass the address it prints, or leave --ray-address out to "
-                                "start a local Ray instance") from None
+            leave = "unset RAY_ADDRESS" if spec.address_from == "RAY_ADDRESS" else "leave --ray-address out"
+            raise ExecutorError(f"cannot reach a Ray cluster at {spec.address} ({spec.address_from}: "
+                                f"{e.strerror or e}); start one with 'ray start --head' and pass the address it "
+                                f"prints, or {leave} to start a local Ray instance") from None
 
 
 def open_executor(spec: ExecutorSpec, device: str):
@@ -206,6 +217,38 @@ def _in_memory(dataset):
     return dataset.flatten_indices(keep_in_memory=True) if dataset.cache_files else dataset
 
 
+PROBE_MODULES = ("glp_bench", "glp_bench.prune.stage", "torch", "transformers", "datasets")
+PROBE_TIMEOUT_S = 180
+
+
+def _make_probe():
+    """The node check's task, defined in a function so that Ray pickles it by value (a module-level function
+    would need glp-bench on the worker just to be loaded)."""
+
+    def probe(modules):
+        import importlib
+        import sys
+
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # noqa: BLE001 (anything that stops the import)
+                return {"python": sys.executable, "missing": name, "error": f"{type(e).__name__}: {e}"}
+        return {"python": sys.executable, "version": getattr(sys.modules["glp_bench"], "__version__", None)}
+
+    return probe
+
+
+def _auth_failed(e: BaseException) -> bool:
+    """Whether a failed ``ray.init`` was refused for its authentication token (somewhere in the chain)."""
+    seen = 0
+    while e is not None and seen < 10:
+        if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -227,21 +270,29 @@ class RayExecutor:
                 else:
                     ray.init(address=spec.address, **kwargs)
             except ConnectionError as e:
+                if _auth_failed(e):
+                    raise ExecutorError(f"the Ray cluster at {spec.address} refused this process's token (token "
+                                        "authentication); set RAY_AUTH_MODE=token and the cluster's token in "
+                                        "RAY_AUTH_TOKEN (or ~/.ray/auth_token), as on its nodes") from None
                 raise ExecutorError(f"cannot join the Ray cluster at {spec.address} ({_first_line(e)}); start one with "
                                     "'ray start --head' or leave --ray-address out to start a local Ray instance") from None
             self.owned = True
         try:
             self._resolve_resources(device)
+            if not (self.owned and spec.address is None):  # workers of a cluster may lack glp-bench
+                self._check_nodes()
         except BaseException:
             self.close()
             raise
-        opts = dict(max_retries=spec.max_retries, retry_exceptions=False, num_cpus=spec.cpus_per_task,
+        # max_retries=0: a lost task is resubmitted by _gather, which logs it (Ray's own retries are silent)
+        opts = dict(max_retries=0, retry_exceptions=False, num_cpus=spec.cpus_per_task,
                     num_gpus=1 if self.use_gpu else 0)
         self._score = ray.remote(**opts)(_score_task)
         self._final = ray.remote(**opts)(_final_task)
         self._calibrate = ray.remote(**opts)(_calibrate_task)
         self.work_ref = None
         self.run_path = None
+        self.progress = None
 
     def _resolve_resources(self, device: str) -> None:
         nodes = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
@@ -261,6 +312,41 @@ class RayExecutor:
             raise ExecutorError(f"no node of {self.where} has the {need} one task asks for (largest node: {largest} "
                                 "CPUs); lower --ray-cpus-per-task or add nodes")
 
+    def _task_nodes(self) -> list[dict]:
+        cpt = self.spec.cpus_per_task
+        return [n for n in self.ray.nodes() if n.get("Alive") and int(n["Resources"].get("CPU", 0)) >= cpt
+                and (not self.use_gpu or n["Resources"].get("GPU", 0) >= 1)]
+
+    def _check_nodes(self) -> None:
+        """Before any work: a tiny task on every node that can run fine-tunes imports glp-bench and its
+        dependencies there, and reports their version (the task is pickled by value: it needs no glp-bench)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .. import __version__
+
+        probe = self.ray.remote(num_cpus=0, max_retries=1)(_make_probe())
+        nodes = self._task_nodes()
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                              name="glp-check-node").remote(PROBE_MODULES) for n in nodes]
+        try:
+            answers = self.ray.get(refs, timeout=PROBE_TIMEOUT_S)
+        except self.ray.exceptions.GetTimeoutError:
+            raise ExecutorError(f"the nodes of {self.where} did not answer a {PROBE_TIMEOUT_S} s check (a task that "
+                                "imports glp-bench); check that their workers start ('ray status', the nodes' "
+                                "raylet logs), then re-run") from None
+        except self.ray.exceptions.RayError as e:
+            raise ExecutorError(f"checking the nodes of {self.where} failed ({_first_line(e)}); check the cluster "
+                                "with 'ray status', then re-run") from None
+        install = f"install glp-bench {__version__} ({INSTALL_HINT}, the version of this machine) on every node"
+        for node, got in zip(nodes, answers, strict=True):
+            where = f"Ray node {node.get('NodeManagerAddress', '?')} of {self.where} (python {got['python']})"
+            if got.get("missing"):
+                raise ExecutorError(f"{got['missing']} cannot be imported on {where}: {got['error']}; {install} of "
+                                    "the cluster, then re-run")
+            if got["version"] != __version__:
+                raise ExecutorError(f"{where} has glp-bench {got['version']}, this machine {__version__}; {install} "
+                                    "of the cluster, then re-run")
+
     def describe(self) -> str:
         per = "1 GPU" if self.use_gpu else f"{self.spec.cpus_per_task} CPU"
         return f"ray ({self.where}: {self.slots} tasks of {per} at once, {self.device})"
@@ -271,34 +357,33 @@ class RayExecutor:
         assert work.device == self.device, (work.device, self.device)
         work = replace(work, fit=_in_memory(work.fit), held=_in_memory(work.held), train=_in_memory(work.train),
                        dev={k: _in_memory(v) for k, v in work.dev.items()})
-        self.pruner, self.run_path = pruner, pruner.run.path
+        self.pruner, self.run_path, self.progress = pruner, pruner.run.path, pruner.progress
         self.work_ref = self.ray.put(work)
 
     def calibrate(self) -> float:
-        ref = self._calibrate.options(name="glp-calibrate").remote(self.work_ref, self.spec.cpus_per_task)
-        for _, value in self._gather({ref: (None, "the calibration fine-tune")}):
+        task = self._calibrate.options(name="glp-calibrate")
+        for _, value in self._gather([(None, "the calibration fine-tune",
+                                       lambda: task.remote(self.work_ref, self.spec.cpus_per_task))]):
             return value
         raise AssertionError("unreachable")  # pragma: no cover
 
     def scores(self, jobs) -> Iterator[tuple]:
-        refs = {}
+        todo = []
         for key, kw in jobs:
             c, step = kw.get("candidate"), len(kw.get("removed", ())) + 1
             what = (f"candidate 'drop layer {c}' of GLP step {step}" if c is not None
                     else f"recipe sweep point lr {kw.get('lr'):g}")
             task = self._score.options(name=f"glp-candidate-s{step}-l{c}" if c is not None else "glp-recipe")
-            refs[task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)] = (key, what)
-        yield from self._gather(refs)
+            todo.append((key, what, self._submitter(task, kw)))
+        yield from self._gather(todo)
 
     def score_many(self, removed: tuple[int, ...], candidates: list[int], **options) -> Iterator[tuple[int, dict]]:
         return self.scores([(c, {"removed": tuple(removed), "candidate": c, **options}) for c in candidates])
 
     def run_finals(self, jobs) -> Iterator[tuple]:
-        refs = {}
-        for key, kw in jobs:
-            task = self._final.options(name=f"glp-final-{key[0]}")
-            refs[task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)] = (key, f"final fine-tune of {_label(key)}")
-        for key, (record, files) in self._gather(refs):
+        todo = [(key, f"final fine-tune of {_label(key)}",
+                 self._submitter(self._final.options(name=f"glp-final-{key[0]}"), kw)) for key, kw in jobs]
+        for key, (record, files) in self._gather(todo):
             staged = None
             if files is not None:
                 staged = self.pruner.staging_dir(key[0])
@@ -307,21 +392,47 @@ class RayExecutor:
                     (staged / fname).write_bytes(data)
             yield key, record, staged
 
-    def _gather(self, labels: dict) -> Iterator:
-        """Yield ``(key, result)`` of the tasks ``{ref: (key, label)}`` as they finish. A task that failed for
-        good does not stop the others: they are collected first, then the first failure is raised."""
+    def _submitter(self, task, kw: dict):
+        return lambda: task.remote(self.work_ref, dict(kw), self.spec.cpus_per_task)
+
+    def _say(self, text: str) -> None:
+        """A line in the run's log (stderr), above the live bars on a terminal."""
+        console = getattr(self.progress, "console", None)
+        if console is not None:
+            console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def _gather(self, todo: list[tuple]) -> Iterator:
+        """Submit ``todo`` = [(key, label, submit)] and yield ``(key, result)`` as they finish. A task whose
+        worker or node was lost is submitted again, up to ``max_retries`` times, with a log line naming it (the
+        same seeds: the same result). A task that failed for good does not stop the others: they are collected
+        first, then the first failure is raised."""
         ray = self.ray
+        lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError)
+        labels = {submit(): (key, label, submit, 1) for key, label, submit in todo}
         pending, failures = list(labels), []
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
+                    key, label, submit, attempt = labels.pop(ref)
                     try:
                         value = ray.get(ref)
-                    except ray.exceptions.RayError as e:
-                        failures.append((labels[ref][1], e))
+                    except lost as e:
+                        if attempt > self.spec.max_retries:
+                            failures.append((label, e))
+                            continue
+                        again = submit()
+                        labels[again] = (key, label, submit, attempt + 1)
+                        pending.append(again)
+                        self._say(f"ray: {label}: worker lost ({type(e).__name__}), retried (attempt {attempt + 1} "
+                                  f"of {self.spec.max_retries + 1})")
                         continue
-                    yield labels[ref][0], value
+                    except ray.exceptions.RayError as e:
+                        failures.append((label, e))
+                        continue
+                    yield key, value
         finally:  # the caller stopped early (an error, Ctrl-C): do not leave tasks running
             for ref in pending:
                 try:
