@@ -47,9 +47,11 @@ def main() -> int:
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
     from glp_bench.prune.models import load_saved_classifier
+    from glp_bench.prune.plan import make_plan
     from glp_bench.prune.precision import resolve_precision
-    from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
+    from glp_bench.prune.stage import Pruner
     from glp_bench.prune.train import fine_tune, predict
+    from glp_bench.prune.work import depth_scaled_epochs
 
     if args.threads:
         torch.set_num_threads(args.threads)

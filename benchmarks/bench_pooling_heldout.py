@@ -36,9 +36,10 @@ def main() -> int:
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import get_task
     from glp_bench.prune.models import resolve_model
+    from glp_bench.prune.plan import AUTO_WARMUP, make_plan
     from glp_bench.prune.pooling import set_pooling
     from glp_bench.prune.precision import resolve_precision
-    from glp_bench.prune.stage import AUTO_WARMUP, Pruner, make_plan
+    from glp_bench.prune.stage import Pruner
     from glp_bench.prune.train import fine_tune, predict
 
     quiet_hf()

@@ -52,7 +52,8 @@ def main() -> int:
     from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
     from glp_bench.report.quality import step_rows
 
     quiet_hf()
@@ -80,7 +81,7 @@ def main() -> int:
     else:  # a run that did not distill: the same soft targets, in memory (the run directory is not changed)
         work.teacher = work.teacher_logits(run.model_path(glp[str(cfg["original_depth"])]))
     if plan.student_init == "teacher":
-        from glp_bench.prune.stage import teacher_state
+        from glp_bench.prune.finals import teacher_state
 
         work.init_state = teacher_state(run, glp[str(cfg["original_depth"])])
     auto = replace(work.final_config, lr=auto_lr, warmup_ratio=cfg["final"]["warmup_ratio"])

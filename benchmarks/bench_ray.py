@@ -91,7 +91,8 @@ def per_task_overhead(model: str, data_dir: str, n: int = 4) -> dict:
     from glp_bench.commands._common import quiet_hf
     from glp_bench.core.rundir import RunDir
     from glp_bench.prune.executors import ExecutorSpec, LocalExecutor, RayExecutor
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
 
     quiet_hf()
     torch.set_num_threads(1)

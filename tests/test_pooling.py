@@ -111,7 +111,7 @@ def test_auto_pooling_is_the_sentence_transformers_pooling_of_the_folder(tiny_mo
 def test_the_plan_resolves_pooling_and_a_run_refuses_another(tiny_models, tmp_path):
     from glp_bench.core.errors import GlpError, RunDirError
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import RESUME_KEYS, make_plan
+    from glp_bench.prune.plan import RESUME_KEYS, make_plan
 
     folder = shutil.copytree(tiny_models["bert"], tmp_path / "st")
     (folder / "1_Pooling").mkdir()

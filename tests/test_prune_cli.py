@@ -167,7 +167,7 @@ def test_incompatible_run_directory_version(tiny6, cola_dir, tmp_path):
 
 
 def test_budget_presets_and_overrides():
-    from glp_bench.prune.stage import make_plan
+    from glp_bench.prune.plan import make_plan
 
     fast = make_plan("cola", "m", None, ["glp"])  # the default budget
     assert (fast.search.epochs, fast.search.max_samples, fast.search.lr) == (3.0, 2000, 5e-5)

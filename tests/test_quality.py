@@ -207,7 +207,8 @@ def test_rescore_close_rescores_the_k_best_of_a_noisy_step_and_chooses_by_the_me
 
 def test_sweep_picks_the_best_lr_from_fake_scores_and_records_every_point(tmp_path):
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import make_plan, run_sweep, with_recipe
+    from glp_bench.prune.plan import make_plan, with_recipe
+    from glp_bench.prune.sweep import run_sweep
 
     plan = make_plan("cola", "m", None, ["glp"])
     assert plan.recipe == "auto" and plan.sweep["lrs"] == [2e-5, 5e-5, 1e-4, 2e-4]
@@ -243,7 +244,8 @@ def test_sweep_picks_the_best_lr_from_fake_scores_and_records_every_point(tmp_pa
 ])
 def test_sweep_tries_a_lower_lr_only_while_the_lowest_tried_wins(tmp_path, fake, tried, best):
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import make_plan, run_sweep
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.sweep import run_sweep
 
     plan = make_plan("cola", "m", None, ["glp"])
     seen = []
@@ -265,7 +267,7 @@ def test_sweep_tries_a_lower_lr_only_while_the_lowest_tried_wins(tmp_path, fake,
 
 
 def test_presets_recipes_and_overrides():
-    from glp_bench.prune.stage import make_plan
+    from glp_bench.prune.plan import make_plan
 
     paper = make_plan("cola", "m", None, ["glp"], "paper")
     assert (paper.recipe, paper.sweep, paper.final.distill_alpha, paper.final.warmup_ratio) == ("paper", None, 0.0, 0.0)
@@ -287,7 +289,9 @@ def test_depth_epochs_give_every_pruned_final_the_full_models_compute(tiny6, tmp
     and the default for students started from the teacher): every depth alike."""
     from glp_bench.core.errors import GlpError
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import Pruner, depth_scaled_epochs, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
+    from glp_bench.prune.work import depth_scaled_epochs
 
     assert make_plan("cola", "m", None, ["glp"]).depth_epochs == "same"
     assert make_plan("cola", "m", None, ["glp"], student_init="pretrained").depth_epochs == "scaled"
@@ -312,7 +316,8 @@ def test_reference_epochs_train_the_full_depth_model_alone_longer(tiny6, tmp_pat
     """The fast budget trains the full-depth final 5 epochs and every pruned final 3 (chosen on the 85/15
     split); ``--epochs`` alone sets every final again, ``--reference-epochs`` the full-depth one."""
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
 
     fast = make_plan("cola", "m", None, ["glp"])
     assert (fast.final.epochs, fast.reference_epochs, fast.config(6)["reference_epochs"]) == (3.0, 5.0, 5.0)
@@ -335,7 +340,8 @@ def test_a_pruned_student_starts_from_the_fine_tuned_teacher(tiny6, tmp_path):
     pre-trained model with a fresh head; without the teacher loaded it is one clear error."""
     from glp_bench.core.errors import GlpError
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
 
     plan = make_plan("cola", str(tiny6), str(write_cola(tmp_path / "CoLA")), ["glp"], "smoke", device="cpu",
                      lr=1e-3, distill=False)
@@ -362,7 +368,8 @@ def test_the_sweep_never_touches_dev(tiny6, tmp_path):
     """Workload.score (candidates and sweep points) reads the 85/15 split only: a dev split that explodes on
     any use does not stop it."""
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
 
     plan = make_plan("cola", str(tiny6), str(write_cola(tmp_path / "CoLA")), ["glp"], "smoke", device="cpu")
     pruner = Pruner(plan, RunDir(tmp_path / "r"))
@@ -491,7 +498,7 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
 def test_distillation_without_the_full_depth_model_is_one_clear_error(tmp_path):
     from glp_bench.core.errors import GlpError
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.stage import ensure_teacher, teacher_state
+    from glp_bench.prune.finals import ensure_teacher, teacher_state
 
     run = RunDir(tmp_path).create({"task": "cola"})
     run.models["depth-06"] = {"depth": 6, "kept_layers": list(range(6)), "dev_scores": None}

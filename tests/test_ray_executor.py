@@ -160,7 +160,8 @@ def test_ray_executor_in_process_matches_local_and_unwraps_errors(ray_address, i
     from glp_bench.core.errors import SurgeryError
     from glp_bench.core.rundir import RunDir
     from glp_bench.prune.executors import ExecutorSpec, LocalExecutor, RayExecutor
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
 
     model, data = inputs
     plan = make_plan("cola", str(model), str(data), ["glp"], "smoke", lr=1e-3, device="cpu")
@@ -270,7 +271,8 @@ def test_lost_worker_is_retried_with_a_log_line_and_the_same_score(ray_address, 
     its attempt, and the score equals an undisturbed one."""
     from glp_bench.core.rundir import RunDir
     from glp_bench.prune.executors import ExecutorSpec, RayExecutor
-    from glp_bench.prune.stage import Pruner, make_plan
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.stage import Pruner
 
     model, data = inputs
     plan = make_plan("cola", str(model), str(data), ["glp"], "smoke", lr=1e-3, device="cpu", search_epochs=4)

@@ -185,7 +185,7 @@ def test_prune_takes_max_length_and_refuses_one_beyond_the_positions(command, ti
 
 
 def test_the_plan_carries_max_length_into_every_fine_tune_and_the_run_config():
-    from glp_bench.prune.stage import make_plan
+    from glp_bench.prune.plan import make_plan
 
     plan = make_plan("cola", "m", None, ["glp"], "smoke", pooling="cls", max_length=64)
     assert plan.search.max_length == plan.final.max_length == plan.config(4)["max_length"] == 64

@@ -148,8 +148,8 @@ def prepare(args):
     from ..prune.custom_code import load_config
     from ..prune.executors import ExecutorSpec, check_spec
     from ..prune.models import check_max_length, layer_spec, model_slug, resolve_model
+    from ..prune.plan import RESUME_KEYS, check_min_depth, make_plan
     from ..prune.search import parse_strategies
-    from ..prune.stage import RESUME_KEYS, check_min_depth, make_plan
     from ..prune.surgery import original_depth
     from ..prune.train import TrainConfig, resolve_device
 

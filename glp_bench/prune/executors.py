@@ -3,7 +3,7 @@
 Both executors have the same small interface, used by ``glp_bench.commands.prune``:
 
 * ``device`` (the torch device the fine-tunes run on), ``slots`` (how many run at once), ``describe()``;
-* ``load(pruner)``: take the run's ``glp_bench.prune.stage.Workload`` (Ray: ``ray.put`` it once);
+* ``load(pruner)``: take the run's ``glp_bench.prune.workload.Workload`` (Ray: ``ray.put`` it once);
 * ``calibrate() -> examples/s`` of the full model, for the time estimate;
 * ``scores(jobs)`` with ``jobs = [(key, Workload.score keyword arguments)]`` yields ``(key, score record)`` as
   they finish (candidates, the recipe sweep's points); ``score_many(removed, candidates, **options)`` is the
@@ -217,7 +217,7 @@ def _in_memory(dataset):
     return dataset.flatten_indices(keep_in_memory=True) if dataset.cache_files else dataset
 
 
-PROBE_MODULES = ("glp_bench", "glp_bench.prune.stage", "torch", "transformers", "datasets")
+PROBE_MODULES = ("glp_bench", "glp_bench.prune.workload", "torch", "transformers", "datasets")
 PROBE_TIMEOUT_S = 180
 
 

@@ -3,7 +3,7 @@
 GLP (Peer et al., arXiv 2105.14839): start from the *pre-trained* encoder; at each step every remaining
 layer is a candidate; the candidate model (pre-trained weights minus the layers already chosen minus the
 candidate) is scored by ``score(removed, candidate)``; the best-scoring removal is kept. The score function
-(fine-tune on 85% of train, main metric on the other 15%) lives in ``glp_bench.prune.stage``; here it is any
+(fine-tune on 85% of train, main metric on the other 15%) lives in ``glp_bench.prune.workload``; here it is any
 callable, so the loop is tested with fake scores.
 
 Tie rule (deterministic, documented): the highest score wins; among equal scores, the lowest held-out
