@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from glp_bench.core.errors import RunDirError
+from glp_bench.core.vocab import TORCH_VARIANT
 from glp_bench.report.render import (
     layer_ranges,
     render_rich,
@@ -29,7 +30,8 @@ from glp_bench.report.render import (
     write_run_report,
     write_run_report_or_warn,
 )
-from glp_bench.report.stage import TORCH_VARIANT, Row, build_report, collect_rows, pareto_front, recommend
+from glp_bench.report.rows import Row, collect_rows, pareto_front, recommend
+from glp_bench.report.stage import build_report
 
 from .conftest import assert_clean_error, assert_schema, run_cli
 

@@ -89,7 +89,7 @@ class Selection:
 
 
 def _rows(run: RunDir, target_name: str) -> list:
-    from ..report.stage import collect_rows
+    from ..report.rows import collect_rows
 
     if target_name not in run.latency_targets():
         return []
@@ -99,7 +99,7 @@ def _rows(run: RunDir, target_name: str) -> list:
 def select(run: RunDir, target, depth: int | None = None, max_drop: float | None = None,
            strategy: str | None = None, variant: str | None = None) -> Selection:
     """The model and variant to deploy on ``target`` (DeployError naming the fix when there is none)."""
-    from ..report.stage import recommend
+    from ..report.rows import recommend
 
     finished = run.finished_models()
     if not finished:
@@ -153,7 +153,7 @@ def _measurements(run: RunDir, target_name: str) -> list[dict]:
 
 def _row_at(run: RunDir, target_name: str, name: str, variant: str, threads: int):
     """The report's row of ``name``/``variant`` at ``threads`` (the headline of the bundle's latency)."""
-    from ..report.stage import collect_rows
+    from ..report.rows import collect_rows
 
     rows = collect_rows(run, [target_name], threads=threads)
     return next((r for r in rows if r.name == name and r.variant == variant), None)
