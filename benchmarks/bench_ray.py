@@ -90,8 +90,9 @@ def per_task_overhead(model: str, data_dir: str, n: int = 4) -> dict:
 
     from glp_bench.commands._common import quiet_hf
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.executors import ExecutorSpec, LocalExecutor, RayExecutor
+    from glp_bench.prune.executors import ExecutorSpec, LocalExecutor
     from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.ray_executor import RayExecutor
     from glp_bench.prune.stage import Pruner
 
     quiet_hf()

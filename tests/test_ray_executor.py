@@ -159,8 +159,9 @@ def test_ray_executor_in_process_matches_local_and_unwraps_errors(ray_address, i
 
     from glp_bench.core.errors import SurgeryError
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.executors import ExecutorSpec, LocalExecutor, RayExecutor
+    from glp_bench.prune.executors import ExecutorSpec, LocalExecutor
     from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.ray_executor import RayExecutor
     from glp_bench.prune.stage import Pruner
 
     model, data = inputs
@@ -270,8 +271,9 @@ def test_lost_worker_is_retried_with_a_log_line_and_the_same_score(ray_address, 
     """A candidate whose worker is killed is resubmitted by glp-bench (not silently by Ray): the log names it and
     its attempt, and the score equals an undisturbed one."""
     from glp_bench.core.rundir import RunDir
-    from glp_bench.prune.executors import ExecutorSpec, RayExecutor
+    from glp_bench.prune.executors import ExecutorSpec
     from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.ray_executor import RayExecutor
     from glp_bench.prune.stage import Pruner
 
     model, data = inputs

@@ -123,7 +123,6 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
     runs the work."""
     from ..core.progress import make_progress
     from ..data.loaders import describe_data
-    from .executors import open_executor
     from .precision import resolve_precision
 
     with open_executor(plan.executor, plan.device) as executor, make_progress() as progress:
@@ -208,3 +207,14 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         if "glp" in run.strategy_names() and len(run.strategy_names()) > 1:
             record_comparison(run, pruner.task, pruner.work.dev, plan.seed)
     return orders
+
+
+def open_executor(spec, device: str):
+    """The executor for ``spec`` (a context manager); ``device`` as the user asked for it."""
+    from .executors import LocalExecutor
+
+    if spec.kind == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(spec, device)
+    return LocalExecutor(device)
