@@ -206,3 +206,16 @@ def not_loopback_warning(host: str) -> str | None:
         return None
     return (f"--host {host} serves every machine that can reach this one, without authentication or TLS; "
             "put it behind a proxy that has them, and name the host clients use with --allowed-host")
+
+
+def announce(host: str, summary: dict, provider: str, where: str) -> None:
+    """What both servers print once they listen: the non-loopback warning (stderr), then the one line saying
+    what is served ``where`` (stdout; scripts wait for "serving")."""
+    import sys
+
+    warning = not_loopback_warning(host)
+    if warning:
+        print(f"glp-runtime: warning: {warning}", file=sys.stderr, flush=True)
+    m = summary["model"]
+    print(f"glp-runtime: serving {summary['task']} ({m.get('name')}, depth {m.get('depth')}, {m.get('variant')}, "
+          f"{provider}) {where}", flush=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -203,13 +202,8 @@ def main(args, clf) -> int:
                        max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_pending=args.max_pending,
                        host=args.host, port=port, allowed_hosts=args.allowed_host, runtime_env=runtime_env)
         serve.run(app, name=APP_NAME, route_prefix="/")
-        warning = api.not_loopback_warning(args.host)
-        if warning:
-            print(f"glp-runtime: warning: {warning}", file=sys.stderr, flush=True)
-        s = clf.bundle.summary()
-        m = s["model"]
-        print(f"glp-runtime: serving {s['task']} ({m.get('name')}, depth {m.get('depth')}, {m.get('variant')}, "
-              f"{clf.provider}) on Ray Serve, {args.replicas} replica(s), at http://{args.host}:{port}", flush=True)
+        api.announce(args.host, clf.bundle.summary(), clf.provider,
+                     f"on Ray Serve, {args.replicas} replica(s), at http://{args.host}:{port}")
         while not stop["now"]:
             time.sleep(0.2)
     finally:

@@ -327,13 +327,7 @@ def main(args, clf) -> int:
               "pick another --port", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
-    warning = api.not_loopback_warning(args.host)
-    if warning:
-        print(f"glp-runtime: warning: {warning}", file=sys.stderr, flush=True)
-    s = clf.bundle.summary()
-    m = s["model"]
-    print(f"glp-runtime: serving {s['task']} ({m.get('name')}, depth {m.get('depth')}, {m.get('variant')}, "
-          f"{clf.provider}) on http://{host}:{port}", flush=True)
+    api.announce(args.host, clf.bundle.summary(), clf.provider, f"on http://{host}:{port}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
