@@ -118,3 +118,24 @@ def test_fine_tunes_use_the_fused_adamw_which_makes_the_same_updates(tiny_models
         a, b, s = (m.eval()(input_ids=ids).logits for m in (*models, start))
     assert (a - b).abs().max().item() < 1e-5 < (a - s).abs().max().item()
     assert adamw([torch.nn.Parameter(torch.zeros(2))], 1e-3, "mps").defaults["fused"] is None
+
+
+@pytest.mark.parametrize("pause", [0.5, 1 / 3])  # mid-epoch (epochs 1.5 -> 2.25 of 3: skipped batches) and on a boundary
+def test_a_paused_and_resumed_fine_tune_ends_bit_for_bit_where_an_uninterrupted_one_does(pause, tiny_models, cola_dir):
+    task, tok, enc = _setup(tiny_models["bert"], cola_dir)
+    cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=8, seed=5, warmup_ratio=0.1)
+    whole = load_classifier(str(tiny_models["bert"]), task, seed=5)
+    stats = fine_tune(whole, enc["train"], tok, cfg)
+    assert "checkpoint" not in stats
+    first = load_classifier(str(tiny_models["bert"]), task, seed=5)
+    part = fine_tune(first, enc["train"], tok, cfg, pause_at=pause)
+    ckpt = part["checkpoint"]
+    assert 0 < part["steps"] == ckpt["step"] < stats["steps"]
+    halfway = predict(first, enc["validation"], tok)
+    second = load_classifier(str(tiny_models["bert"]), task, seed=5)  # a fresh copy: the weights come from the checkpoint
+    rest = fine_tune(second, enc["train"], tok, cfg, resume=ckpt)
+    assert rest["steps"] == stats["steps"] and rest["examples"] == stats["examples"]
+    for (name, a), b in zip(whole.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    np.testing.assert_array_equal(predict(whole, enc["validation"], tok), predict(second, enc["validation"], tok))
+    assert not np.array_equal(halfway, predict(second, enc["validation"], tok))  # the second part did train

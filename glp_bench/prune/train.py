@@ -113,11 +113,31 @@ def adamw(params, lr: float, device: str):
     return torch.optim.AdamW(params, lr=lr)
 
 
+def pause_step(total: int, fraction: float) -> int:
+    """The optimizer step at which a fine-tune of ``total`` steps pauses at ``fraction`` of its budget."""
+    return min(max(1, round(total * fraction)), total)
+
+
+def _set_rng(checkpoint: dict) -> None:
+    import torch
+
+    torch.set_rng_state(checkpoint["rng"])
+    if checkpoint.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"])
+
+
 def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "cpu", progress=None,
-              description: str = "fine-tune", teacher_logits: np.ndarray | None = None):
+              description: str = "fine-tune", teacher_logits: np.ndarray | None = None,
+              pause_at: float | None = None, resume: dict | None = None):
     """Fine-tune ``model`` in place on a tokenized split; returns ``{"steps", "seconds", "examples_per_s"}``.
     With ``cfg.distill_alpha > 0``, ``teacher_logits`` (one row per example of ``encoded_train``) are the soft
-    targets."""
+    targets.
+
+    ``pause_at`` (a fraction of the budget) stops after that share of the steps, the schedule still the full
+    budget's, and adds ``"checkpoint"`` to the result: the weights, optimizer, scheduler and random states
+    (``resume`` takes it back). Paused and resumed, a fine-tune ends bit for bit where an uninterrupted one
+    does: the data order is redrawn from the epoch's saved generator state and the batches before the pause
+    skipped (successive halving, ``glp_bench.prune.halving``)."""
     import torch
     from transformers import get_linear_schedule_with_warmup, set_seed
 
@@ -149,12 +169,36 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     regression = getattr(model.config, "problem_type", None) == "regression" or model.config.num_labels == 1
     accepted = model_input_names(model)
+    stop = total if pause_at is None else pause_step(total, pause_at)
+    step, examples, epoch, skip = 0, 0, 0, 0
+    generator = loader.sampler.generator if hasattr(loader.sampler, "generator") else None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        step, examples, epoch = resume["step"], resume["examples"], resume["epoch"]
+        skip = step - epoch * steps_per_epoch
+        if generator is not None:
+            generator.set_state(resume["epoch_generator"])
     task_id = progress.add_task(description, total=total, steps=True) if progress is not None else None  # steps: no log line each
-    step, examples, start = 0, 0, time.perf_counter()
+    if task_id is not None and step:
+        progress.update(task_id, completed=step)
+    start, examples0 = time.perf_counter(), examples
     first_step = None  # seconds of the first step (warm-up), excluded from the steady throughput
-    epoch = 0
-    while step < total:
-        for batch in loader:
+    epoch_generator = None
+    while step < stop:
+        epoch_generator = generator.get_state() if generator is not None else None
+        if resume is not None and not skip:  # resuming on an epoch boundary: before the epoch's draw
+            _set_rng(resume)
+        batches = iter(loader)  # draws the epoch's order (and a number from torch's global generator)
+        for _ in range(skip):  # resuming mid-epoch: the batches already trained on
+            next(batches)
+        if resume is not None and skip:  # dropout continues where the paused fine-tune stopped
+            _set_rng(resume)
+        resume, skip = None, 0
+        for batch in batches:
             rows = batch.pop("glp_row", None)
             batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
             with autocast(cfg.precision, device):
@@ -181,21 +225,36 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
             step += 1
             examples += batch["input_ids"].shape[0]
             if first_step is None:
-                first_step = (time.perf_counter() - start, examples)
+                first_step = (time.perf_counter() - start, examples - examples0)
             if task_id is not None:
                 progress.update(task_id, advance=1, description=f"{description} [epoch {epoch + 1}/{math.ceil(cfg.epochs)}]")
-            if step >= total:
+            if step >= stop:
                 break
-        epoch += 1
+        else:
+            epoch += 1
+            continue
+        if step % steps_per_epoch == 0:  # stopped on an epoch's last batch
+            epoch += 1
+            epoch_generator = generator.get_state() if generator is not None else None
+        break
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     if task_id is not None:
         progress.remove_task(task_id)
     model.eval()
-    steady = (examples - first_step[1]) / max(seconds - first_step[0], 1e-9) if step > 1 else examples / max(seconds, 1e-9)
-    return {"steps": step, "examples": examples, "seconds": seconds, "examples_per_s": examples / max(seconds, 1e-9),
-            "steady_examples_per_s": steady, "precision": cfg.precision}
+    paused = None
+    if step < total:
+        paused = {"step": step, "examples": examples, "epoch": epoch, "epoch_generator": epoch_generator,
+                  "rng": torch.get_rng_state(),
+                  "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "scaler": scaler.state_dict() if scaler is not None else None}
+    done = examples - examples0  # this call's share (a resumed fine-tune's earlier part ran elsewhere)
+    steady = (done - first_step[1]) / max(seconds - first_step[0], 1e-9) if first_step and done > first_step[1] \
+        else done / max(seconds, 1e-9)
+    return {"steps": step, "examples": examples, "seconds": seconds, "examples_per_s": done / max(seconds, 1e-9),
+            "steady_examples_per_s": steady, "precision": cfg.precision, **({"checkpoint": paused} if paused else {})}
 
 
 def reseed_head(model, seed: int):
