@@ -35,7 +35,7 @@ def test_smoke_prune_writes_valid_manifest(tiny6, cola_dir, tmp_path):
     proc = run_cli(*_prune_args(tiny6, cola_dir, run_dir))  # the default strategies: glp,top
     assert proc.returncode == 0, proc.stderr
     m = _manifest(run_dir)
-    assert m["format"] == "glp-bench-run" and m["version"] == 6
+    assert m["format"] == "glp-bench-run" and m["version"] == 7
     assert m["environment"]["packages"]["torch"]
     assert m["config"]["min_depth"] == 3 and m["config"]["strategies"] == ["glp", "top"]
     glp = m["strategies"]["glp"]

@@ -488,7 +488,7 @@ def test_a_version_1_run_directory_still_loads_and_migrates(tmp_path):
     del old["config"]["search"]["distill_alpha"]
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     run = RunDir(tmp_path).load()
-    assert run.data["version"] == 6 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
+    assert run.data["version"] == 7 and run.config["recipe"] == "paper" and run.config["final_seeds"] == 1
     assert run.config["depth_epochs"] == "same" and run.config["student_init"] == "pretrained"
     assert run.config["pooling"] == "cls" and run.config["reference_epochs"] is None
     assert run.config["final"]["distill_alpha"] == 0.0 and run.models["depth-06"]["distill"] is None

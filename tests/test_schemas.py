@@ -29,7 +29,7 @@ def test_every_versioned_format_has_a_schema():
 def test_checked_in_manifests_validate_before_and_after_migration(path):
     doc = assert_schema(path, "run")
     migrated = assert_schema(migrate(copy.deepcopy(doc)), "run")
-    assert migrated["version"] == 6 and RunDir(path.parent).load().data["version"] == 6
+    assert migrated["version"] == 7 and RunDir(path.parent).load().data["version"] == 7
     assert migrated["config"]["depth_epochs"] == "same"  # written before --depth-epochs: every depth alike
     assert migrated["config"]["student_init"] == "pretrained"  # before --student-init: finals from pre-trained
     assert migrated["config"]["pooling"] == "cls"  # before --pooling: every model read the first token

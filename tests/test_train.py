@@ -135,7 +135,7 @@ def test_a_paused_and_resumed_fine_tune_ends_bit_for_bit_where_an_uninterrupted_
     second = load_classifier(str(tiny_models["bert"]), task, seed=5)  # a fresh copy: the weights come from the checkpoint
     rest = fine_tune(second, enc["train"], tok, cfg, resume=ckpt)
     assert rest["steps"] == stats["steps"] and rest["examples"] == stats["examples"]
-    for (name, a), b in zip(whole.state_dict().items(), second.state_dict().values()):
+    for (name, a), b in zip(whole.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     np.testing.assert_array_equal(predict(whole, enc["validation"], tok), predict(second, enc["validation"], tok))
     assert not np.array_equal(halfway, predict(second, enc["validation"], tok))  # the second part did train

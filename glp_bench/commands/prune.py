@@ -81,6 +81,10 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rescore-close", type=non_negative_int, default=0, metavar="K",
                    help="re-score the K best candidates of a step decided within noise (paired bootstrap) with 2 "
                    "extra seeds each (default 0: off)")
+    g.add_argument("--search-halving", default=None, choices=["on", "off"],
+                   help="successive halving inside each GLP step: every candidate trains 1/3 of its budget, those "
+                   "the paired bootstrap places clearly behind the leader stop, the rest go on (again at 2/3); the "
+                   "survivors end exactly as in full GLP (default: on for --budget fast, off otherwise)")
     g.add_argument("--final-seeds", type=seeds_int, default=1,
                    help="seeds per final model; the report shows mean and std; the first seed's model is the one "
                    "saved and exported (default 1)")
@@ -179,7 +183,8 @@ def prepare(args):
                      distill_temperature=args.distill_temperature, precision=args.precision,
                      search_seeds=args.search_seeds, rescore_close=args.rescore_close, final_seeds=args.final_seeds,
                      depth_epochs=args.depth_epochs, student_init=args.student_init, pooling=args.pooling,
-                     reference_epochs=args.reference_epochs, max_length=args.max_length)
+                     reference_epochs=args.reference_epochs, max_length=args.max_length,
+                     search_halving=args.search_halving)
     plan.executor = spec
     if spec.kind == "local":  # bf16 on a CPU without it, fp16 on a CPU: refused before any work
         from ..prune.precision import resolve_precision

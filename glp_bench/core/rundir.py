@@ -11,11 +11,11 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
       latency/<target>.json  raw latency samples + summaries (glp_bench.bench)
       report.md              score-vs-speedup table (glp_bench.report.stage)
 
-``manifest.json`` (format ``glp-bench-run``, version 6)::
+``manifest.json`` (format ``glp-bench-run``, version 7)::
 
     config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
                  precision, search_seeds, rescore_close, final_seeds, depth_epochs, student_init, pooling,
-                 reference_epochs, ...
+                 reference_epochs, search_halving, ...
     recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "skipped", "chosen"}
     teacher:     {"model": "depth-06", "path": "teacher/train-logits.npy", "sha256", ...}   # distillation
     strategies:  {name: {"order": [layer, ...],              # removal order, original numbering
@@ -49,7 +49,7 @@ from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 from .records import ModelRecord, RunConfig, StrategyRecord, section
 
 FORMAT = "glp-bench-run"
-VERSION = 6
+VERSION = 7
 RUNS_ROOT = "runs"
 MANIFEST = "manifest.json"
 TEACHER_FILE = "teacher/train-logits.npy"
@@ -81,7 +81,8 @@ def migrate(data: dict) -> dict:
     ``--depth-epochs``: ``depth_epochs`` ``same`` (every depth trained the same epochs). 3 -> 4: runs made before
     ``--student-init``: ``student_init`` ``pretrained`` (every final started from the pre-trained model). 4 -> 5: runs
     made before ``--pooling``: ``pooling`` ``cls`` (every model read the first token). 5 -> 6: runs made before
-    ``--reference-epochs``: ``reference_epochs`` ``None`` (the full-depth model trained the finals' epochs)."""
+    ``--reference-epochs``: ``reference_epochs`` ``None`` (the full-depth model trained the finals' epochs). 6 -> 7:
+    runs made before ``--search-halving``: ``search_halving`` ``off``."""
     if data.get("version", 1) < 2:
         cfg = data.setdefault("config", {})
         cfg.setdefault("recipe", "paper")
@@ -111,6 +112,9 @@ def migrate(data: dict) -> dict:
     if data["version"] < 6:  # 5 -> 6: the full-depth model trained the finals' epochs (before reference_epochs)
         data.setdefault("config", {}).setdefault("reference_epochs", None)
         data["version"] = 6
+    if data["version"] < 7:  # 6 -> 7: every candidate trained its whole budget (before --search-halving)
+        data.setdefault("config", {}).setdefault("search_halving", "off")
+        data["version"] = 7
     return data
 
 
@@ -309,9 +313,16 @@ class RunDir:
         """The reference model's logits on the train split (distillation's soft targets)."""
         return self.inside(self.path / TEACHER_FILE, "teacher")
 
-    def preds_path(self, step: int, layer: int, seed: int | str) -> Path:
-        """Held-out predictions of one GLP candidate fine-tune (for the bootstrap), ``search/step-SS/...``."""
-        return self.inside(self.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}.npy",
+    def preds_path(self, step: int, layer: int, seed: int | str, rung: int | None = None) -> Path:
+        """Held-out predictions of one GLP candidate fine-tune (for the bootstrap), ``search/step-SS/...``; with
+        ``rung``, at that rung of successive halving (``...rung-R.npy``)."""
+        at = "" if rung is None else f".rung-{rung + 1}"
+        return self.inside(self.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}{at}.npy",
+                           "the search folder")
+
+    def paused_path(self, step: int, layer: int, seed: int | str) -> Path:
+        """The saved state of a GLP candidate paused by successive halving (removed once it stops or finishes)."""
+        return self.inside(self.path / "search" / f"step-{step + 1:02d}" / "paused" / f"layer-{layer:02d}.seed-{seed}.pt",
                            "the search folder")
 
     @property

@@ -23,7 +23,8 @@ BUDGETS = {
 }
 # Keys of the run config that must match to resume a run (strategies may be added to a run).
 RESUME_KEYS = ("task", "model", "seed", "min_depth", "search", "final", "recipe", "sweep", "search_seeds",
-               "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling", "reference_epochs")
+               "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling", "reference_epochs",
+               "search_halving")
 RECIPES = ("auto", "paper")
 # The auto recipe's sweep (full-depth model, the search budget, scored on the 15% part): BERT's fine-tuning
 # grid 2e-5..5e-5 plus the higher rates that small and sentence-embedding encoders need, with a 10% warm-up.
@@ -64,6 +65,7 @@ class PrunePlan:
     student_init: str = "pretrained"  # "teacher": pruned finals start from the run's fine-tuned full model
     pooling: str = "cls"  # resolved sentence pooling of the classifier (glp_bench.prune.pooling): cls or mean
     reference_epochs: float | None = None  # epochs of the full-depth final (None: final.epochs, as every depth)
+    search_halving: str = "off"  # "on": successive halving inside each GLP step (glp_bench.prune.halving)
 
     def config(self, original_depth: int) -> dict:
         def train(cfg):
@@ -79,7 +81,7 @@ class PrunePlan:
             "recipe": self.recipe, "sweep": self.sweep, "precision": self.precision,
             "search_seeds": self.search_seeds, "rescore_close": self.rescore_close, "final_seeds": self.final_seeds,
             "depth_epochs": self.depth_epochs, "student_init": self.student_init, "pooling": self.pooling,
-            "reference_epochs": self.reference_epochs,
+            "reference_epochs": self.reference_epochs, "search_halving": self.search_halving,
             **({"task_def": self.task_def} if self.task_def else {}),
         }
 
@@ -102,7 +104,7 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
               search_epochs=None, search_samples=None, epochs=None, lr=None, search_lr=None, recipe=None,
               warmup=None, distill=None, distill_alpha=None, distill_temperature=None, precision="fp32",
               search_seeds=1, rescore_close=0, final_seeds=1, depth_epochs=None, student_init=None,
-              pooling=None, reference_epochs=None, max_length=None) -> PrunePlan:
+              pooling=None, reference_epochs=None, max_length=None, search_halving=None) -> PrunePlan:
     """The plan of a run: the budget preset, then the knobs that override it (``lr`` sets every fine-tune's
     learning rate, ``search_lr`` the candidates' alone and wins over ``lr``). ``recipe`` (default: auto, paper
     for the paper budget): ``auto`` sweeps ``SWEEP_LRS`` with a ``AUTO_WARMUP`` warm-up unless both learning
@@ -112,7 +114,9 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
     ``STUDENT_INITS``. ``depth_epochs`` (default: same; scaled for pretrained students, but for the paper budget):
     see ``DEPTH_EPOCHS``. ``pooling`` (default: auto, cls for the paper budget): ``glp_bench.prune.pooling``,
     resolved here from the pre-trained model. ``reference_epochs`` (default: the budget's ``reference_epochs``
-    unless ``epochs`` is given, else the finals' epochs): epochs of the full-depth final alone."""
+    unless ``epochs`` is given, else the finals' epochs): epochs of the full-depth final alone. ``search_halving``
+    (default: on for the fast budget, else off): ``glp_bench.prune.halving``."""
+    from .halving import HALVING, default_halving
     from .pooling import check_pooling, resolve_pooling
 
     if budget not in BUDGETS:
@@ -125,6 +129,9 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
         if value is not None and not (0 < value < math.inf) or (name == "--distill-alpha" and value is not None
                                                                   and value > 1):
             raise GlpError(f"{name} must be a number in {'(0, 1]' if 'alpha' in name else '(0, inf)'}, got {value}")
+    search_halving = search_halving or default_halving(budget)
+    if search_halving not in HALVING:
+        raise GlpError(f"unknown --search-halving {search_halving!r}; choose from {', '.join(HALVING)}")
     student_init = student_init or ("pretrained" if budget == "paper" else "teacher")
     if student_init not in STUDENT_INITS:
         raise GlpError(f"unknown --student-init {student_init!r}; choose from {', '.join(STUDENT_INITS)}")
@@ -168,7 +175,7 @@ def make_plan(task, model, data_dir, strategies, budget="fast", seed=42, min_dep
                      recipe=recipe, sweep=sweep, precision=precision, search_seeds=search_seeds,
                      rescore_close=rescore_close, final_seeds=final_seeds, depth_epochs=depth_epochs,
                      student_init=student_init, pooling=resolve_pooling(pooling, model),
-                     reference_epochs=reference_epochs)
+                     reference_epochs=reference_epochs, search_halving=search_halving)
 
 
 def with_recipe(plan: PrunePlan, lr: float) -> PrunePlan:

@@ -217,6 +217,10 @@ class RayExecutor:
             what = (f"candidate 'drop layer {c}' of GLP step {step}" if c is not None
                     else f"recipe sweep point lr {kw.get('lr'):g}")
             task = self._score.options(name=f"glp-candidate-s{step}-l{c}" if c is not None else "glp-recipe")
+            if kw.get("resume"):  # paused states travel by value (the nodes share no file system)
+                from .workload import load_state
+
+                kw = {**kw, "resume": {s: load_state(p) for s, p in kw["resume"].items()}}
             todo.append((key, what, self._submitter(task, kw)))
         yield from self._gather(todo)
 

@@ -111,9 +111,10 @@ def merge_records(first: Score, extra: Score) -> Score:
 
 
 def step_pool(step: dict) -> dict[int, Score]:
-    """The candidates a step chose among: the re-scored ones when the step was re-scored, else all."""
+    """The candidates a step chose among: the re-scored ones when the step was re-scored, else all but those
+    successive halving stopped early (``"stopped_at"``)."""
     pool = (step.get("rescore") or {}).get("candidates") or step["candidates"]
-    return {int(k): v for k, v in pool.items()}
+    return {int(k): v for k, v in pool.items() if "stopped_at" not in v}
 
 
 def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
@@ -127,6 +128,50 @@ def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
 
 
 Assess = Callable[[int, dict[int, Score], int, list[int]], dict]
+# score_rung(removed, candidates, start, stop): the candidates trained from ``start`` to ``stop`` (shares of the
+# budget; the driver keeps the paused states); cut(step_index, rung_index, records) -> {candidate: share}: those
+# clearly behind the rung's leader (glp_bench.prune.halving).
+ScoreRung = Callable[[tuple[int, ...], list[int], float, float], Iterator[tuple[int, Score]]]
+Cut = Callable[[int, int, dict[int, Score]], dict[int, float]]
+
+
+def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[int], rungs: tuple[float, ...],
+                 score_rung: ScoreRung, cut: Cut, on_update: Callable[[], None]) -> None:
+    """Fill ``step["candidates"]`` by successive halving (``glp_bench.prune.halving``): every candidate to the
+    first rung, those clearly behind the leader stop (recorded with their rung score and ``"stopped_at"``), the
+    others go on to the next rung and finally to the whole budget. Logged in ``step["halving"]``
+    (``{"rungs": [{"at", "candidates", "leader", "stopped"}]}``) and resumable at every candidate."""
+    from .halving import rung_label
+
+    h = step.setdefault("halving", {"rungs": []})
+    live, start = list(remaining), 0.0
+    for r, at in enumerate(rungs):
+        if r == len(h["rungs"]):
+            h["rungs"].append({"at": rung_label(at), "candidates": {}, "leader": None, "stopped": None})
+        rung = h["rungs"][r]
+        if rung["stopped"] is None:
+            todo = [c for c in live if str(c) not in rung["candidates"]]
+            for cand, rec in score_rung(tuple(removed), todo, start, at) if todo else ():
+                rung["candidates"][str(cand)] = _so_far(rec, h["rungs"][r - 1] if r else None, cand)
+                on_update()
+            records = {c: rung["candidates"][str(c)] for c in live}
+            rung["leader"] = ranking(records)[0]
+            rung["stopped"] = {str(c): share for c, share in cut(step_idx, r, records).items()}
+            for c in rung["stopped"]:
+                step["candidates"][c] = {**rung["candidates"][c], "stopped_at": rung["at"]}
+            on_update()
+        live = [c for c in live if str(c) not in rung["stopped"]]
+        start = at
+    todo = [c for c in live if str(c) not in step["candidates"]]
+    for cand, rec in score_rung(tuple(removed), todo, start, 1.0) if todo else ():
+        step["candidates"][str(cand)] = _so_far(rec, h["rungs"][-1] if h["rungs"] else None, cand)
+        on_update()
+
+
+def _so_far(rec: Score, previous: dict | None, cand: int) -> Score:
+    """``rec`` with ``seconds`` counting the candidate's earlier rungs too (its whole fine-tune so far)."""
+    before = ((previous or {}).get("candidates") or {}).get(str(cand)) or {}
+    return {**rec, "seconds": round(float(rec.get("seconds") or 0) + float(before.get("seconds") or 0), 2)}
 
 
 def greedy_search(
@@ -139,6 +184,7 @@ def greedy_search(
     assess: Assess | None = None,
     rescore_close: int = 0,
     rescore_many: ScoreMany | None = None,
+    halving: tuple[tuple[float, ...], ScoreRung, Cut] | None = None,
 ) -> list[int]:
     """Greedy removal order down to ``min_depth`` layers. ``log`` is the (possibly partial) search log to
     resume from; it is extended in place: ``{"removed": [...], "candidates": {"<layer>": Score}, "chosen"}``.
@@ -146,7 +192,9 @@ def greedy_search(
     ``assess(step_index, pool, chosen, ranking)`` returns the step's noise record (``glp_bench.prune.noise.assess``:
     ``within_noise``, ``p_best``, intervals), stored as ``step["noise"]``. With ``rescore_close = K > 0``, a
     step decided within noise re-scores its K best candidates with ``rescore_many`` (extra seeds; the records
-    are merged, mean over all seeds), logged as ``step["rescore"]``, and chooses among those K."""
+    are merged, mean over all seeds), logged as ``step["rescore"]``, and chooses among those K. With ``halving``
+    ``(rungs, score_rung, cut)`` a step's candidates are scored by :func:`halving_step`; the choice (and the
+    noise record, and any re-score) is among the candidates that went the whole budget."""
     remaining = sorted(layers)
     if not 1 <= min_depth <= len(remaining):
         raise ValueError(f"min_depth {min_depth} outside 1..{len(remaining)}")
@@ -161,9 +209,12 @@ def greedy_search(
         todo = [c for c in remaining if str(c) not in step["candidates"]]
         on_step(step_idx, n_steps, len(remaining))
         if step.get("chosen") is None:
-            for cand, result in score_many(tuple(removed), todo):
-                step["candidates"][str(cand)] = result
-                on_update()
+            if halving is not None and len(remaining) > 1:
+                halving_step(step_idx, step, removed, remaining, *halving, on_update)
+            else:
+                for cand, result in score_many(tuple(removed), todo):
+                    step["candidates"][str(cand)] = result
+                    on_update()
             pool = step_pool(step)
             if assess is not None and rescore_close > 0 and rescore_many is not None and len(pool) > 1:
                 order = ranking(pool)

@@ -16,7 +16,8 @@ a lower lr only while the lowest tried wins) with an ``AUTO_WARMUP`` warm-up on 
 best held-out score (loss breaks ties) for every fine-tune. Distillation (default with ``--student-init pretrained``, ``--distill``): the pruned finals learn
 from the run's fine-tuned full-depth model, whose train logits ``ensure_teacher`` stores once. Noise: every candidate's held-out predictions are stored
 (``RunDir.preds_path``) and ``step_assessor`` bootstraps each step (``glp_bench.prune.noise``). Seeds: ``--search-seeds``,
-``--rescore-close`` (``RESCORE_SEEDS`` extra), ``--final-seeds`` (``run_finals``). Depth epochs
+``--rescore-close`` (``RESCORE_SEEDS`` extra), ``--final-seeds`` (``run_finals``). Successive halving inside
+each GLP step (``--search-halving``, on for the fast budget): ``glp_bench.prune.halving``. Depth epochs
 (``--depth-epochs``, ``DEPTH_EPOCHS``): ``scaled`` (default but for the paper budget) trains a final of d of
 the model's L layers ``epochs * L / d`` epochs, the full model's compute; ``same`` trains every depth
 ``epochs`` (the paper).
@@ -42,8 +43,9 @@ from dataclasses import replace
 
 from ..core.rundir import RunDir, file_record
 from .finals import record_comparison, run_finals
+from .halving import RUNGS
 from .plan import PrunePlan, _budget_text, _recipe_text, estimate_seconds, search_waves, with_recipe
-from .steps import candidate_scorer, removal_orders, step_assessor
+from .steps import candidate_scorer, removal_orders, rung_cutter, rung_scorer, step_assessor
 from .sweep import run_sweep, sweep_lines
 from .work import eta_text, finals_left, prune_work, sweep_first_wave
 from .workload import Workload
@@ -198,10 +200,16 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
             executor.load(pruner)
             console.print(_recipe_text(plan, run))
         assess = step_assessor(run, pruner.task, pruner.work.held["labels"], plan.seed)
+        seeds = plan.search_seed_list()
+        halving = None
+        if plan.search_halving == "on":
+            halving = (RUNGS, rung_scorer(run, executor, seeds, RUNGS),
+                       rung_cutter(run, pruner.task, pruner.work.held["labels"], plan.seed, seeds))
         orders = removal_orders(pruner, plan.strategies, min_depth, on_update=on_update, on_step=on_step,
-                                score_many=candidate_scorer(run, executor, plan.search_seed_list()), assess=assess,
+                                score_many=candidate_scorer(run, executor, seeds), assess=assess,
                                 rescore_close=plan.rescore_close,
-                                rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()))
+                                rescore_many=candidate_scorer(run, executor, plan.rescore_seed_list()),
+                                halving=halving)
         progress.update(overall, description="final fine-tunes")
         run_finals(pruner, executor, orders, plan, on_update)
         if "glp" in run.strategy_names() and len(run.strategy_names()) > 1:

@@ -44,6 +44,78 @@ def candidate_scorer(run: RunDir, executor, seeds: list[int]):
     return score_many
 
 
+def rung_scorer(run: RunDir, executor, seeds: list[int], rungs: tuple[float, ...]):
+    """``score_rung`` for ``greedy_search``'s successive halving: the executor trains each candidate from
+    ``start`` to ``stop`` (shares of its budget) from the state saved at ``start`` (``RunDir.paused_path``; a
+    missing file: from the beginning, the same result); a paused candidate's state is saved for the next rung,
+    a finished one's removed. Predictions are stored per rung (``RunDir.preds_path``), the last as full GLP's."""
+
+    def score_rung(removed, candidates, start, stop):
+        step = len(removed)
+        rung = rungs.index(stop) if stop < 1 else None
+
+        def resume_of(c):
+            if start <= 0:
+                return None
+            paths = {str(s): run.paused_path(step, c, s) for s in seeds}
+            return {s: str(p) for s, p in paths.items()} if all(p.is_file() for p in paths.values()) else None
+
+        jobs = []
+        for c in candidates:
+            resume = resume_of(c)
+            jobs.append((c, {"removed": tuple(removed), "candidate": c, "seeds": seeds,
+                             "pause_at": stop if stop < 1 else None, "resume": resume}))
+        for c, rec in executor.scores(jobs):
+            store_preds(run, step, c, rec.pop("preds"), rung)
+            for seed, state in (rec.pop("checkpoints", None) or {}).items():
+                save_state(run.paused_path(step, c, seed), state)
+            if stop >= 1:
+                drop_paused(run, step, c, seeds)
+            yield c, rec
+
+    return score_rung
+
+
+def rung_cutter(run: RunDir, task, held_labels, seed: int, seeds: list[int]):
+    """``cut(step, rung, records)`` for successive halving: the candidates the paired bootstrap places clearly behind
+    the rung's leader (``glp_bench.prune.halving.behind``); their paused states are removed."""
+    from .halving import behind
+    from .noise import draw_scores
+    from .search import ranking
+
+    labels = np.asarray(held_labels)
+
+    def metric(p, y):
+        return task.metric_fn(p, y)[task.main_metric]
+
+    def cut(step: int, rung: int, records: dict) -> dict[int, float]:
+        preds = {c: np.stack([np.load(run.preds_path(step, c, s, rung)) for s in seeds]) for c in records}
+        out = behind(draw_scores(preds, labels, metric, seed=seed + step), ranking(records)[0])
+        for c in out:
+            drop_paused(run, step, c, seeds)
+        return out
+
+    return cut
+
+
+def save_state(path: Path, state: dict) -> None:
+    """``torch.save`` atomically (temp file + rename)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def drop_paused(run: RunDir, step: int, layer: int, seeds) -> None:
+    for s in seeds:
+        run.paused_path(step, layer, s).unlink(missing_ok=True)
+    folder = run.paused_path(step, layer, seeds[0]).parent
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def save_array(path: Path, array) -> None:
     """``np.save`` atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +125,9 @@ def save_array(path: Path, array) -> None:
     os.replace(tmp, path)
 
 
-def store_preds(run: RunDir, step: int, layer: int, preds: dict) -> None:
+def store_preds(run: RunDir, step: int, layer: int, preds: dict, rung: int | None = None) -> None:
     for seed, p in preds.items():
-        save_array(run.preds_path(step, layer, seed), p)
+        save_array(run.preds_path(step, layer, seed, rung), p)
 
 
 def step_assessor(run: RunDir, task, held_labels, seed: int):

@@ -14,6 +14,15 @@ from .train import TrainConfig
 from .work import depth_scaled_epochs
 
 
+def load_state(state):
+    """A paused fine-tune's state, given or as the path of the file the driver saved it in."""
+    if isinstance(state, dict):
+        return state
+    import torch
+
+    return torch.load(state, map_location="cpu", weights_only=True)
+
+
 @dataclass
 class Workload:
     """Everything a candidate or final fine-tune needs and nothing of the run directory: the pre-trained
@@ -76,11 +85,14 @@ class Workload:
         return depth_scaled_epochs(epochs, n, n - len(removed))
 
     def score(self, removed: tuple[int, ...], candidate: int | None, seeds=None, lr: float | None = None,
-              warmup: float | None = None, progress=None) -> dict:
+              warmup: float | None = None, progress=None, pause_at: float | None = None,
+              resume: dict | None = None) -> dict:
         """GLP's score of removing ``candidate`` after ``removed`` (``None``: nothing more, the recipe sweep):
         fine-tune on the 85% split, main metric on the 15%, once per seed. Returns the mean score and loss,
         one record per seed and ``preds`` ({seed: held-out predictions}, for the bootstrap; the driver stores
-        them as files, not in the manifest)."""
+        them as files, not in the manifest). Successive halving: ``pause_at`` (a share of the budget) stops the
+        fine-tunes there, scores them and returns their states as ``checkpoints`` ({seed: state}); ``resume``
+        ({seed: state, or the path of a file holding it}) continues from such states."""
         from ..data.resolve import get_task
         from .train import fine_tune, predict
 
@@ -92,12 +104,18 @@ class Workload:
             cfg = replace(cfg, warmup_ratio=warmup)
         drop = [*removed] + ([] if candidate is None else [candidate])
         label = f"  candidate: drop layer {candidate}" if candidate is not None else f"  recipe: lr {cfg.lr:g}"
-        per_seed, preds, t0 = {}, {}, time.perf_counter()
+        if pause_at is not None:
+            label += f" (to {pause_at:.0%} of its budget)"
+        per_seed, preds, paused, t0 = {}, {}, {}, time.perf_counter()
         for seed in seeds or [cfg.seed]:
             t1 = time.perf_counter()
             model = self.model_without(drop, seed)
-            fine_tune(model, self.fit, self.tokenizer, replace(cfg, seed=seed), self.device, progress,
-                      description=label + (f" (seed {seed})" if seeds and len(seeds) > 1 else ""))
+            state = (resume or {}).get(str(seed))
+            stats = fine_tune(model, self.fit, self.tokenizer, replace(cfg, seed=seed), self.device, progress,
+                              description=label + (f" (seed {seed})" if seeds and len(seeds) > 1 else ""),
+                              pause_at=pause_at, resume=load_state(state) if state is not None else None)
+            if "checkpoint" in stats:
+                paused[str(seed)] = stats["checkpoint"]
             logits = predict(model, self.held, self.tokenizer, self.device)
             metrics = task.compute(logits, self.held["labels"])
             per_seed[str(seed)] = {"score": metrics[task.main_metric], "loss": task.loss(logits, self.held["labels"]),
@@ -107,7 +125,8 @@ class Workload:
         return {"score": float(np.mean([r["score"] for r in per_seed.values()])),
                 "loss": float(np.mean([r["loss"] for r in per_seed.values()])),
                 "metrics": first["metrics"] if len(per_seed) == 1 else None,
-                "seeds": per_seed, "seconds": round(time.perf_counter() - t0, 2), "preds": preds}
+                "seeds": per_seed, "seconds": round(time.perf_counter() - t0, 2), "preds": preds,
+                **({"checkpoints": paused} if paused else {})}
 
     def final(self, removed: list[int], out_dir=None, progress=None, description: str = "  final",
               seed: int | None = None) -> dict:

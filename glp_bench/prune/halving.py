@@ -1,0 +1,53 @@
+"""Successive halving inside a GLP step (``--search-halving on``). Pure logic.
+
+Every candidate of a step first trains a share of its budget (the rungs ``RUNGS``: 1/3, then 2/3 of its steps,
+the learning-rate schedule always the full budget's) and is scored on the held-out 15%. At each rung the
+paired bootstrap of ``glp_bench.prune.noise`` (the same draws of the held-out examples for every candidate)
+compares each candidate with the rung's leader (``glp_bench.prune.search.ranking``'s first); a candidate that
+scores at least the leader in fewer than ``1 - CONFIDENCE`` (5%) of the draws is clearly behind and stops
+there. The others continue from their saved state (``glp_bench.prune.train.fine_tune``'s ``pause_at`` /
+``resume``: bit for bit where an uninterrupted fine-tune would be), so a candidate that survives every rung
+ends with exactly the score full GLP gives it, and the step chooses among the survivors.
+
+Ties at the top are noise, never evidence: two candidates both predicting the majority class (MCC 0 on every
+draw) score "at least the leader" on every draw, and both go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .noise import CONFIDENCE
+
+RUNGS = (1 / 3, 2 / 3)
+HALVING = ("on", "off")
+
+
+def default_halving(budget: str) -> str:
+    """On for the fast budget (its search is the main job's largest share), off for the paper's protocol and the
+    smoke budget (one epoch of 64 examples: nothing to halve)."""
+    return "on" if budget == "fast" else "off"
+
+
+def behind(draws: Mapping[int, np.ndarray], leader: int) -> dict[int, float]:
+    """``{candidate: share of draws scoring at least the leader}`` for the candidates clearly behind ``leader``
+    (share below ``1 - CONFIDENCE``); ``draws`` as ``glp_bench.prune.noise.draw_scores`` gives them."""
+    top = np.asarray(draws[leader])
+    out = {}
+    for c, d in draws.items():
+        if c == leader:
+            continue
+        share = float(np.mean(np.asarray(d) >= top))
+        if share < 1 - CONFIDENCE:
+            out[c] = round(share, 4)
+    return out
+
+
+def rung_label(fraction: float) -> str:
+    """``"1/3"`` for 1/3: the rung's name in the manifest and the logs."""
+    from fractions import Fraction
+
+    f = Fraction(fraction).limit_denominator(12)
+    return f"{f.numerator}/{f.denominator}"
