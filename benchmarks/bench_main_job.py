@@ -8,7 +8,8 @@ Run it alone (no tests, no other benchmark: 2 cores). The job runs in a subproce
 the per-stage seconds come from the run's own records (``seconds`` of every sweep point and candidate, the
 finals' ``train.seconds``, export's ``seconds`` per variant: build, validate, score), so prune and export are
 split without instrumenting them. "other" is the wall time no record accounts for (loading, tokenizing,
-the int8 candidate timing inside the int8 build, the full-depth calibration, process start-up).
+the int8 candidate timing inside the int8 build, the full-depth calibration, process start-up). With successive
+halving, the candidate compute saved (budgets not trained) comes from the same records.
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ def stage_rows(manifest: dict) -> list[dict]:
             for part, s in (v.get("seconds") or {}).items():
                 rows.append({"stage": "export", "part": f"{name} {variant} {part}", "count": 1, "seconds": float(s)})
     return rows
+
+
+def halving_compute(manifest: dict) -> dict | None:
+    """GLP candidate compute in whole-budget fine-tunes: ``{"trained", "full", "saved"}`` (``saved``: the share
+    successive halving did not train); None when no step was halved (pure)."""
+    from fractions import Fraction
+
+    trained = full = 0.0
+    halved = False
+    for step in ((manifest.get("strategies") or {}).get("glp") or {}).get("steps", []):
+        for rec in (step.get("candidates") or {}).values():
+            full += 1
+            at = rec.get("stopped_at")
+            halved |= "halving" in step
+            trained += float(Fraction(at)) if at else 1.0
+    if not halved or not full:
+        return None
+    return {"trained": round(trained, 3), "full": full, "saved": round(1 - trained / full, 4)}
 
 
 def summary(rows: list[dict], wall: dict[str, float] | None) -> list[dict]:
@@ -111,9 +130,13 @@ def main(argv=None) -> int:
     if wall:
         console.print(f"wall: prune {wall['prune'] / 60:.1f} min, export {wall['export'] / 60:.1f} min, "
                       f"total {sum(wall.values()) / 60:.1f} min")
+    halving = halving_compute(manifest)
+    if halving:
+        console.print(f"successive halving: {halving['trained']:g} of {halving['full']:g} candidate budgets trained, "
+                      f"{halving['saved']:.0%} of the candidate compute saved")
     out = Path(args.out)
     atomic_write_json(out, stamp(FORMAT, VERSION, {"run": str(run_dir), "wall_seconds": wall, "parts": rows,
-                                                   "totals": totals}))
+                                                   "totals": totals, "halving": halving}))
     console.print(f"written: {out}")
     return 0
 

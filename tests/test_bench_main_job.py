@@ -41,3 +41,12 @@ def test_stage_rows_and_totals_from_the_records(bench):
     assert totals[("export", "int8 build")] == 30.0 and totals[("export", "fp32 score")] == 2.0
     assert totals[("prune", "other (unrecorded)")] == 300.0 - 55.0 - 61.0 - 100.0
     assert totals[("export", "other (unrecorded)")] == 50.0 - 41.0
+
+
+def test_halving_compute_counts_the_budget_share_each_candidate_trained(bench):
+    assert bench.halving_compute(MANIFEST) is None  # no step was halved
+    halved = {"strategies": {"glp": {"steps": [
+        {"halving": {"rungs": []}, "candidates": {"0": {"stopped_at": "1/3"}, "1": {"stopped_at": "2/3"}, "2": {}}},
+        {"halving": {"rungs": []}, "candidates": {"0": {"stopped_at": "1/3"}, "2": {}}}]}}}
+    assert bench.halving_compute(halved) == {"trained": 3.333, "full": 5.0,  # 1/3 + 2/3 + 1 + 1/3 + 1
+                                             "saved": round(1 - 3.3333333 / 5, 4)}
