@@ -45,7 +45,8 @@ def _fake(importance):
 
     def cut(step, rung, records):
         best = max(r["score"] for r in records.values())
-        return {c: 0.0 for c, r in records.items() if r["score"] < best - 0.5}
+        leader = max(records, key=lambda c: (records[c]["score"], c))
+        return {"leader": leader, "stopped": {c: 0.0 for c, r in records.items() if r["score"] < best - 0.5}}
 
     return full, score_rung, cut, calls
 
@@ -144,3 +145,19 @@ def test_halving_survivors_end_exactly_as_in_full_glp_and_a_killed_run_resumes(t
     before = _manifest(on)
     assert_clean_error(run_cli(*_args(tiny6, cola_dir, on, "off")), "other arguments")
     assert _manifest(on) == before
+
+
+def test_the_rungs_rank_by_the_margin_on_two_classes():
+    from glp_bench.data.resolve import get_task
+    from glp_bench.prune.halving import rung_measure, rung_outputs
+
+    cola = get_task("cola")
+    logits = np.array([[0.0, 0.1], [0.0, 0.2], [0.0, 0.3], [0.0, 0.4]])  # all predict class 1: MCC 0
+    margin = rung_outputs(cola, logits)
+    assert margin.dtype == np.float32 and margin.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    name, metric = rung_measure(cola)
+    assert name == "roc_auc" and metric(margin, np.array([0, 0, 1, 1])) == 1.0
+    assert metric(margin, np.array([1, 1, 0, 0])) == 0.0
+    assert cola.compute(logits, [0, 0, 1, 1])["matthews_correlation"] == 0.0  # what the step's metric sees
+    stsb = get_task("stsb")
+    assert rung_measure(stsb)[0] == stsb.main_metric and rung_outputs(stsb, np.array([[0.5]])).tolist() == [0.5]

@@ -3,7 +3,8 @@
 Every candidate of a step first trains a share of its budget (the rungs ``RUNGS``: 1/3, then 2/3 of its steps,
 the learning-rate schedule always the full budget's) and is scored on the held-out 15%. At each rung the
 paired bootstrap of ``glp_bench.prune.noise`` (the same draws of the held-out examples for every candidate)
-compares each candidate with the rung's leader (``glp_bench.prune.search.ranking``'s first); a candidate that
+compares each candidate with the rung's leader by :func:`rung_measure` (ROC AUC of the margin for two classes:
+threshold-free, where the step's metric still ties at the majority class); a candidate that
 scores at least the leader in fewer than ``1 - CONFIDENCE`` (5%) of the draws is clearly behind and stops
 there. The others continue from their saved state (``glp_bench.prune.train.fine_tune``'s ``pause_at`` /
 ``resume``: bit for bit where an uninterrupted fine-tune would be), so a candidate that survives every rung
@@ -29,6 +30,30 @@ def default_halving(budget: str) -> str:
     """On for the fast budget (its search is the main job's largest share), off for the paper's protocol and the
     smoke budget (one epoch of 64 examples: nothing to halve)."""
     return "on" if budget == "fast" else "off"
+
+
+def rung_outputs(task, logits: np.ndarray) -> np.ndarray:
+    """What a rung stores of a candidate's held-out logits: the margin of the positive class for a two-class
+    task (its ranking is the rung's measure, :func:`rung_measure`), else the predictions as the step does."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if not task.is_regression and task.num_labels == 2:
+        return (logits[:, 1] - logits[:, 0]).astype(np.float32)
+    return task.predictions(logits).astype("float32" if task.is_regression else "int16")
+
+
+def rung_measure(task):
+    """``(name, metric(outputs, labels))`` the rungs compare candidates by. Two classes: ROC AUC of the margin.
+    Early in a fine-tune every candidate may still predict the majority class (CoLA at 1/3 of the fast budget:
+    MCC 0.0 for all six), so a thresholded metric ties everywhere; how well the margin already *ranks* the
+    examples does not. Else the task's main metric of the predictions (regression metrics need no threshold)."""
+    if not task.is_regression and task.num_labels == 2:
+        from sklearn.metrics import roc_auc_score
+
+        def auc(margin, labels):
+            return float(roc_auc_score(labels, margin)) if len(np.unique(labels)) == 2 else 0.5
+
+        return "roc_auc", auc
+    return task.main_metric, lambda p, y: task.metric_fn(p, y)[task.main_metric]
 
 
 def behind(draws: Mapping[int, np.ndarray], leader: int) -> dict[int, float]:

@@ -129,10 +129,10 @@ def sequential(score: Callable[[tuple[int, ...], int], Score]) -> ScoreMany:
 
 Assess = Callable[[int, dict[int, Score], int, list[int]], dict]
 # score_rung(removed, candidates, start, stop): the candidates trained from ``start`` to ``stop`` (shares of the
-# budget; the driver keeps the paused states); cut(step_index, rung_index, records) -> {candidate: share}: those
-# clearly behind the rung's leader (glp_bench.prune.halving).
+# budget; the driver keeps the paused states); cut(step_index, rung_index, records) -> {"leader", "stopped":
+# {candidate: share}, ...the rung's measure}: who is clearly behind the rung's leader (glp_bench.prune.halving).
 ScoreRung = Callable[[tuple[int, ...], list[int], float, float], Iterator[tuple[int, Score]]]
-Cut = Callable[[int, int, dict[int, Score]], dict[int, float]]
+Cut = Callable[[int, int, dict[int, Score]], dict]
 
 
 def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[int], rungs: tuple[float, ...],
@@ -154,9 +154,10 @@ def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[
             for cand, rec in score_rung(tuple(removed), todo, start, at) if todo else ():
                 rung["candidates"][str(cand)] = _so_far(rec, h["rungs"][r - 1] if r else None, cand)
                 on_update()
-            records = {c: rung["candidates"][str(c)] for c in live}
-            rung["leader"] = ranking(records)[0]
-            rung["stopped"] = {str(c): share for c, share in cut(step_idx, r, records).items()}
+            decision = cut(step_idx, r, {c: rung["candidates"][str(c)] for c in live})
+            rung.update({k: v for k, v in decision.items() if k not in ("leader", "stopped")})
+            rung["leader"] = decision["leader"]
+            rung["stopped"] = {str(c): share for c, share in decision["stopped"].items()}
             for c in rung["stopped"]:
                 step["candidates"][c] = {**rung["candidates"][c], "stopped_at": rung["at"]}
             on_update()

@@ -77,23 +77,24 @@ def rung_scorer(run: RunDir, executor, seeds: list[int], rungs: tuple[float, ...
 
 
 def rung_cutter(run: RunDir, task, held_labels, seed: int, seeds: list[int]):
-    """``cut(step, rung, records)`` for successive halving: the candidates the paired bootstrap places clearly behind
-    the rung's leader (``glp_bench.prune.halving.behind``); their paused states are removed."""
-    from .halving import behind
+    """``cut(step, rung, records)`` for successive halving: the rung's measure per candidate
+    (``glp_bench.prune.halving.rung_measure``), its leader and those the paired bootstrap places clearly behind
+    it (``behind``: ``{candidate: share of draws at least the leader}``); their paused states are removed."""
+    from .halving import behind, rung_measure
     from .noise import draw_scores
-    from .search import ranking
 
     labels = np.asarray(held_labels)
+    name, metric = rung_measure(task)
 
-    def metric(p, y):
-        return task.metric_fn(p, y)[task.main_metric]
-
-    def cut(step: int, rung: int, records: dict) -> dict[int, float]:
+    def cut(step: int, rung: int, records: dict) -> dict:
         preds = {c: np.stack([np.load(run.preds_path(step, c, s, rung)) for s in seeds]) for c in records}
-        out = behind(draw_scores(preds, labels, metric, seed=seed + step), ranking(records)[0])
+        values = {c: float(np.mean([metric(p, labels) for p in preds[c]])) for c in preds}
+        leader = max(values, key=lambda c: (values[c], c))
+        out = behind(draw_scores(preds, labels, metric, seed=seed + step), leader)
         for c in out:
             drop_paused(run, step, c, seeds)
-        return out
+        return {"measure": name, "values": {str(c): round(v, 6) for c, v in values.items()}, "leader": leader,
+                "stopped": out}
 
     return cut
 

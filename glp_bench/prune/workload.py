@@ -94,6 +94,7 @@ class Workload:
         fine-tunes there, scores them and returns their states as ``checkpoints`` ({seed: state}); ``resume``
         ({seed: state, or the path of a file holding it}) continues from such states."""
         from ..data.resolve import get_task
+        from .halving import rung_outputs
         from .train import fine_tune, predict
 
         task = get_task(self.task_name)
@@ -120,7 +121,8 @@ class Workload:
             metrics = task.compute(logits, self.held["labels"])
             per_seed[str(seed)] = {"score": metrics[task.main_metric], "loss": task.loss(logits, self.held["labels"]),
                                    "metrics": metrics, "seconds": round(time.perf_counter() - t1, 2)}
-            preds[str(seed)] = task.predictions(logits).astype("float32" if task.is_regression else "int16")
+            preds[str(seed)] = rung_outputs(task, logits) if "checkpoint" in stats else \
+                task.predictions(logits).astype("float32" if task.is_regression else "int16")
         first = next(iter(per_seed.values()))
         return {"score": float(np.mean([r["score"] for r in per_seed.values()])),
                 "loss": float(np.mean([r["loss"] for r in per_seed.values()])),
