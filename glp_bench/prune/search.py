@@ -146,6 +146,8 @@ def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[
     h = step.setdefault("halving", {"rungs": []})
     live, start = list(remaining), 0.0
     for r, at in enumerate(rungs):
+        if len(live) < 2 and r == len(h["rungs"]):  # nobody left to compare with: straight to the whole budget
+            break
         if r == len(h["rungs"]):
             h["rungs"].append({"at": rung_label(at), "candidates": {}, "leader": None, "stopped": None})
         rung = h["rungs"][r]
