@@ -170,6 +170,8 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
                         / ex_per_s)
             started = _glp_done(run) or _finals_done(run) or run.section("recipe", {}).get("points")
             eta = eta_text(est, bool(started))
+            if plan.search_halving == "on" and waves:  # how many candidates stop early is not known in advance
+                eta = eta.replace("estimated ", "estimated at most ", 1) + " (successive halving stops some candidates early)"
         else:
             eta = "nothing left to do (every fine-tune is finished)"
         console.print(
