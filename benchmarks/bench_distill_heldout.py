@@ -47,7 +47,7 @@ def main() -> int:
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
     from glp_bench.prune.models import load_saved_classifier
-    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.plan import PrunePlan
     from glp_bench.prune.precision import resolve_precision
     from glp_bench.prune.stage import Pruner
     from glp_bench.prune.train import fine_tune, predict
@@ -60,9 +60,7 @@ def main() -> int:
     cfg = run.config
     task = task_of_run(cfg)
     lr = (run.section("recipe", {}).get("chosen") or {}).get("lr", cfg["final"]["lr"])
-    plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
-                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
-                     depth_epochs="same", pooling=cfg.get("pooling", "cls"))
+    plan = replace(PrunePlan.from_config(cfg), strategies=["glp"], device="cpu", depth_epochs="same")
     precision = resolve_precision(plan.precision, "cpu")
     work = Pruner(plan, run).work
     base = replace(work.final_config, lr=lr, warmup_ratio=cfg["final"]["warmup_ratio"], precision=precision,

@@ -52,7 +52,7 @@ def main() -> int:
     from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned
     from glp_bench.core.rundir import RunDir
     from glp_bench.data.resolve import task_of_run
-    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.plan import PrunePlan
     from glp_bench.prune.stage import Pruner
     from glp_bench.report.quality import step_rows
 
@@ -64,11 +64,8 @@ def main() -> int:
     glp = {str(d): n for d, n in run.strategy("glp").models.items()}
     chosen = run.section("recipe", {}).get("chosen") or {}
     auto_lr = chosen.get("lr", cfg["final"]["lr"])
-    plan = make_plan(cfg["task"], cfg["model"], cfg.get("data_dir"), ["glp"], cfg["budget"], cfg["seed"],
-                     cfg["min_depth"], "cpu", precision=cfg.get("precision", "auto"),
-                     depth_epochs=cfg["depth_epochs"],  # pruned depths start and train as the run's
-                     student_init=cfg.get("student_init", "pretrained"), pooling=cfg.get("pooling", "cls"),
-                     epochs=cfg["final"]["epochs"], reference_epochs=cfg.get("reference_epochs"))
+    # the run's own plan: pruned depths start and train as the run's (its epochs, pooling, max length, ...)
+    plan = replace(PrunePlan.from_config(cfg), strategies=["glp"], device="cpu")
     from glp_bench.prune.precision import resolve_precision
 
     precision = resolve_precision(plan.precision, "cpu")

@@ -26,14 +26,14 @@ def start_run(argv: list[str]):
     the manifest; then the lock is released so that other processes may open the run."""
     from glp_bench.cli import build_parser
     from glp_bench.commands import prune as prune_cmd
-    from glp_bench.core.runlock import release
 
-    plan, run = prune_cmd.prepare(build_parser().parse_args(argv))
-    if not run.exists():
-        run.create(plan.config(2))
-    else:
-        run.save()
-    release(run.path)
+    plan, opened = prune_cmd.prepare(build_parser().parse_args(argv))
+    with opened:
+        run = opened.run
+        if not run.exists():
+            run.create(plan.config(2))
+        else:
+            run.save()
     return run
 
 

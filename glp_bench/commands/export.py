@@ -123,20 +123,16 @@ def _fmt(x, spec: str, missing: str = "") -> str:
 def run(args) -> int:
     from rich.console import Console
 
-    from ..core.preflight import clean_temp_files
+    from ..core.openrun import open_run
     from ..core.progress import make_progress
-    from ..core.rundir import RunDir
-    from ..core.runlock import acquire
     from ..export.stage import export_run
     from ._common import quiet_hf
 
     quiet_hf()
-    if RunDir(args.run_dir).exists():
-        acquire(args.run_dir)  # export writes the manifest: one writer at a time
-        clean_temp_files(args.run_dir)  # what a killed export left
-    with make_progress(transient=True) as progress:
-        report = export_run(args.run_dir, data_dir=args.data_dir, force=args.force, revalidate=args.revalidate,
-                            progress=progress, **export_kwargs(args))
-    render(report, Console())
+    with open_run(args.run_dir) as opened:  # export writes the manifest: one writer at a time
+        with make_progress(transient=True) as progress:
+            report = export_run(opened.run.path, data_dir=args.data_dir, force=args.force, revalidate=args.revalidate,
+                                progress=progress, **export_kwargs(args))
+        render(report, Console())
     report.raise_for_failures()
     return 0

@@ -83,22 +83,27 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..bench.plan import find_run_dir
-    from ..bench.render import render_table
-    from ..bench.stage import measure_run
-    from ..core.errors import GlpError
-    from ..core.rundir import RunDir
-    from ..core.runlock import acquire
+    from ..core.openrun import open_run
     from ..core.targets import TargetError, resolve_target
-    from ..report.render import write_run_report_or_warn
 
     target = resolve_target(args.device)
     if args.tensorrt:
         if target.device != "cuda":
             raise TargetError(f"--tensorrt needs a cuda target; {target.name} is a {target.device} target")
         target = dataclasses.replace(target, tensorrt=True)
-    run_dir = RunDir(find_run_dir(args.run_dir)).load()
-    acquire(run_dir.path)  # latency/ and report.md are written into the run: one writer at a time
-    console = Console(stderr=True)
+    with open_run(find_run_dir(args.run_dir)) as opened:  # latency/ and report.md are written into the run
+        return _measure(args, target, opened.run, Console(stderr=True))
+
+
+def _measure(args, target, run_dir, console) -> int:
+    """Measure the opened run on ``target``: the table, the depth fits, the warnings, the report."""
+    from rich.console import Console
+
+    from ..bench.render import render_table
+    from ..bench.stage import measure_run
+    from ..core.errors import GlpError
+    from ..report.render import write_run_report_or_warn
+
     doc, out = measure_run(run_dir, target, args.out, models=args.models, variants=args.variants,
                            threads=args.threads, batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths,
                            torch_reference=args.torch, rounds=args.rounds, min_runs=args.min_runs,

@@ -143,11 +143,12 @@ def add_parser(sub):
 
 
 def prepare(args):
-    """Validate arguments (cheaply: no weights loaded) and open or create-to-be the run directory."""
-    from pathlib import Path
-
+    """Validate arguments (cheaply: no weights loaded) and open the run directory (``open_run``: lock, clean-up,
+    ``--fresh``, resume checks). Returns the plan and the ``OpenRun`` (its ``run``; the lock held)."""
     from ..core.errors import ExecutorError, ModelError
-    from ..core.rundir import RunDir, default_run_dir, now
+    from ..core.openrun import open_run
+    from ..core.rundir import default_run_dir
+    from ..data.identity import current_identity
     from ..data.resolve import task_from_args
     from ..prune.custom_code import load_config
     from ..prune.executors import ExecutorSpec, check_spec
@@ -191,25 +192,24 @@ def prepare(args):
 
         resolve_precision(plan.precision, plan.device)
     plan.task_def = task.definition  # a custom task lives in the run config
-    run = RunDir(args.run_dir or default_run_dir(task.name, model_slug(model)))
-    from ..core.preflight import clean_temp_files, writable_dir
-    from ..core.runlock import acquire
-    from ..data.identity import check_identity, current_identity
+    opened = open_run(args.run_dir or default_run_dir(task.name, model_slug(model)), create=True, fresh=args.fresh,
+                      config=plan.config(depth), resume_keys=RESUME_KEYS,
+                      identity=lambda: current_identity(task, model, args.data_dir))  # a Task: custom ones too
+    if opened.moved:
+        print(f"moved the old run to {opened.moved}")
+    return plan, opened
 
-    writable_dir(run.path, "--run")
-    args.run_dir = str(run.path)  # the resolved default, for the stages that follow (prune-and-export)
-    acquire(run.path)  # one writer per run directory, held until this process ends
-    clean_temp_files(run.path)  # what a killed writer left (atomic-write temp files, export temp folders)
-    run.identity = current_identity(task, model, args.data_dir)  # a Task: custom ones too
-    if run.exists() and args.fresh:
-        backup = Path(f"{run.path}.bak-{now().replace(':', '').replace('+00:00', '')}")
-        run.path.rename(backup)
-        print(f"moved the old run to {backup}")
-    if run.exists():
-        run.load()
-        run.check_compatible(plan.config(depth), RESUME_KEYS)
-        check_identity(run, run.identity)
-    return plan, run
+
+def prune(plan, rundir) -> None:
+    """The prune stage on an opened run, then its removal orders and dev-score tables."""
+    from rich.console import Console
+
+    from ..prune.stage import prune_run
+
+    console = Console(stderr=True)
+    orders = prune_run(plan, rundir, console)
+    render_orders(rundir, orders, console)
+    render(rundir, Console())
 
 
 def render(run, console) -> None:
@@ -308,14 +308,8 @@ def render_orders(run, orders: dict[str, list[int]], console) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
-
     quiet_hf()
-    console = Console(stderr=True)
-    from ..prune.stage import prune_run
-
-    plan, rundir = prepare(args)
-    orders = prune_run(plan, rundir, console)
-    render_orders(rundir, orders, console)
-    render(rundir, Console())
+    plan, opened = prepare(args)
+    with opened:
+        prune(plan, opened.run)
     return 0

@@ -18,7 +18,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    """The prune command, then the export stage on the run directory it wrote."""
+    """The prune command, then the export stage on the run directory it opened (its lock held throughout)."""
     import time
 
     from rich.console import Console
@@ -30,20 +30,25 @@ def run(args) -> int:
     from ..report.render import write_run_report_or_warn
     from . import export as export_cmd
     from . import prune as prune_cmd
+    from ._common import quiet_hf
 
     # bad export options fail now, not after an hour of pruning
     if "fp16" in parse_variants(args.variants):
         require_provider(CUDA, "the fp16 variant")
     err = Console(stderr=True)
     t0 = time.perf_counter()
-    prune_cmd.run(args)  # the prune command; sets args.run_dir to the run directory it wrote
-    t1 = time.perf_counter()
-    with make_progress(transient=True) as progress:
-        report = export_run(args.run_dir, data_dir=args.data_dir, progress=progress, **export_cmd.export_kwargs(args))
-    export_cmd.render(report, Console())
-    t2 = time.perf_counter()
-    err.print(f"prune {(t1 - t0) / 60:.1f} min, export {(t2 - t1) / 60:.1f} min, total {(t2 - t0) / 60:.1f} min "
-              f"-> {args.run_dir}")
-    write_run_report_or_warn(args.run_dir, err)
+    quiet_hf()
+    plan, opened = prune_cmd.prepare(args)
+    with opened:
+        run_dir = opened.run.path  # the resolved default when --run was not given
+        prune_cmd.prune(plan, opened.run)
+        t1 = time.perf_counter()
+        with make_progress(transient=True) as progress:
+            report = export_run(run_dir, data_dir=args.data_dir, progress=progress, **export_cmd.export_kwargs(args))
+        export_cmd.render(report, Console())
+        t2 = time.perf_counter()
+        err.print(f"prune {(t1 - t0) / 60:.1f} min, export {(t2 - t1) / 60:.1f} min, total {(t2 - t0) / 60:.1f} min "
+                  f"-> {run_dir}")
+        write_run_report_or_warn(run_dir, err)
     report.raise_for_failures()
     return 0

@@ -109,9 +109,18 @@ def acquire(run_dir: str | os.PathLike, command: str | None = None, option: str 
     return path
 
 
+def held(run_dir: str | os.PathLike) -> bool:
+    """Whether this process holds the write lock of ``run_dir``."""
+    return str(lock_path(run_dir)) in _HELD
+
+
 def release(run_dir: str | os.PathLike, remove: bool = False) -> None:
     """Drop the lock; ``remove``: delete the lock file first (a bundle's, so nothing is left beside it)."""
-    path = lock_path(run_dir)
+    release_file(lock_path(run_dir), remove)
+
+
+def release_file(path: Path, remove: bool = False) -> None:
+    """``release`` by the lock file's path (what ``acquire`` returned)."""
     fd = _HELD.pop(str(path), None)
     if fd is not None:
         if remove:

@@ -7,7 +7,7 @@ The manifest's top-level ``identity`` key holds::
 
 Only local folders are fingerprinted (weights, config and tokenizer files of the model; the split files
 of the data); a hub id is recorded by name. A manifest written before identities existed gets one now
-(nothing to compare with).
+(nothing to compare with). The comparison (``differences``, ``check_identity``) is in ``glp_bench.core.openrun``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..core.errors import DataError, ModelError, RunDirError
 from ..core.jsonio import sha256_file
+from ..core.openrun import IDENTITY_KEY as KEY
+from ..core.openrun import differences
 
-KEY = "identity"
 # The files that decide what a model computes: weights, config, tokenizer (README, images: not).
 _MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".py")
 
@@ -81,41 +82,6 @@ def data_identity(task_name: str, data_dir: str | os.PathLike | None) -> dict:
 
 def current_identity(task_name: str, model: str, data_dir: str | os.PathLike | None) -> dict:
     return {"model": model_identity(model), "data": data_identity(task_name, data_dir)}
-
-
-def differences(old: dict, new: dict) -> list[str]:
-    """What changed between two identities, one phrase each (empty: the same)."""
-    out = []
-    for part, label in (("model", "base model"), ("data", "data")):
-        a, b = old.get(part) or {}, new.get(part) or {}
-        if a.get("source") != b.get("source") or (a.get("source") == "hub" and a.get("id") != b.get("id")):
-            out.append(f"{label} was {a.get('id')!r}, now {b.get('id')!r}")
-            continue
-        fa, fb = a.get("files") or {}, b.get("files") or {}
-        for name in sorted(set(fa) | set(fb)):
-            if name not in fb:
-                out.append(f"{label} file {name} is gone")
-            elif name not in fa:
-                out.append(f"{label} file {fb[name].get('name', name)} is new")
-            elif fa[name] != fb[name]:
-                out.append(f"{label} file {fb[name].get('name', name)} changed")
-    return out
-
-
-def check_identity(run, identity: dict) -> None:
-    """Refuse to resume ``run`` (a loaded ``RunDir``) when its model or data changed; record the
-    identity in a run that has none yet. A new run gets it through ``RunDir.identity`` on creation."""
-    old = run.section(KEY)
-    if old is None:
-        run.set_section(KEY, identity)  # written by the run's next save
-        return
-    diffs = differences(old, identity)
-    if diffs:
-        shown = "; ".join(diffs[:4]) + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else "")
-        raise RunDirError(
-            f"{run.path} was computed from other inputs ({shown}); restore them to resume, or start over with "
-            "--fresh (the old run is moved aside) or a new --run"
-        )
 
 
 def check_data_unchanged(run, task, data_dir: str | os.PathLike | None, command: str) -> None:

@@ -1,11 +1,11 @@
-"""The prune stage's plan: budget presets, recipes, the run's training configs (``PrunePlan``, ``make_plan``) and
-the plan line's texts and time estimate. Pure but for reading the model's config in ``make_plan``. The
-presets are described in ``glp_bench.prune.stage``'s docstring."""
+"""The prune stage's plan: budget presets, recipes, the run's training configs (``PrunePlan``, ``make_plan``;
+``PrunePlan.from_config``: a recorded run's plan) and the plan line's texts and time estimate. Pure but for
+reading the model's config in ``make_plan``. The presets are described in ``glp_bench.prune.stage``'s docstring."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from ..core.errors import GlpError
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
@@ -84,6 +84,25 @@ class PrunePlan:
             "reference_epochs": self.reference_epochs, "search_halving": self.search_halving,
             **({"task_def": self.task_def} if self.task_def else {}),
         }
+
+    @classmethod
+    def from_config(cls, config: dict) -> PrunePlan:
+        """The plan a run recorded: ``config``'s inverse, from a manifest's ``config`` section (``run.config``, or
+        ``run.cfg``). The executor is not recorded (local); the fine-tunes' precision is the recorded one."""
+        raw = getattr(config, "raw", config)  # a RunConfig: the section it was read from
+        precision = raw.get("precision", "fp32")
+        known = {f.name for f in fields(TrainConfig)}
+
+        def train(d: dict) -> TrainConfig:
+            return TrainConfig(**{**{k: v for k, v in d.items() if k in known}, "precision": precision})
+
+        knobs = ("recipe", "search_seeds", "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling",
+                 "reference_epochs")
+        sweep = raw.get("sweep")
+        return cls(raw["task"], raw["model"], raw.get("data_dir"), list(raw.get("strategies") or []), raw["budget"],
+                   train(raw["search"]), train(raw["final"]), raw["seed"], raw.get("min_depth"), raw.get("device", "cpu"),
+                   task_def=raw.get("task_def"), sweep=dict(sweep) if sweep else None, precision=precision,
+                   **{k: raw[k] for k in knobs if k in raw})
 
     def search_seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.search_seeds)]
