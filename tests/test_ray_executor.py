@@ -293,3 +293,18 @@ def test_lost_worker_is_retried_with_a_log_line_and_the_same_score(ray_address, 
     assert lines == ["ray: candidate 'drop layer 1' of GLP step 1: worker lost (WorkerCrashedError), retried "
                      "(attempt 2 of 3)"]
     assert (got[1]["score"], got[1]["loss"]) == (clean[1]["score"], clean[1]["loss"])
+
+
+def test_successive_halving_on_ray_equals_halving_locally(ray_address, inputs, tmp_path):
+    """Paused states travel to the workers by value and back: the same rungs, stops and survivors' scores."""
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    a = run_cli(*_args(inputs, local, "--search-halving", "on"), env=ONE_THREAD)
+    assert a.returncode == 0, a.stderr
+    b = run_cli(*_args(inputs, on_ray, "--search-halving", "on", "--executor", "ray", "--ray-address", ray_address))
+    assert b.returncode == 0, b.stderr
+    ma, mb = _manifest(local), _manifest(on_ray)
+    assert _results(mb) == _results(ma)
+    rungs = [[{**r, "candidates": {k: (v["score"], v["loss"]) for k, v in r["candidates"].items()}}
+              for r in s["halving"]["rungs"]] for s in (ma, mb) for s in [s["strategies"]["glp"]["steps"][0]]]
+    assert rungs[0] == rungs[1] and rungs[0][0]["at"] == "1/3"
+    assert not list(on_ray.glob("search/*/paused/*"))

@@ -97,7 +97,7 @@ class PrunePlan:
             return TrainConfig(**{**{k: v for k, v in d.items() if k in known}, "precision": precision})
 
         knobs = ("recipe", "search_seeds", "rescore_close", "final_seeds", "depth_epochs", "student_init", "pooling",
-                 "reference_epochs")
+                 "reference_epochs", "search_halving")
         sweep = raw.get("sweep")
         return cls(raw["task"], raw["model"], raw.get("data_dir"), list(raw.get("strategies") or []), raw["budget"],
                    train(raw["search"]), train(raw["final"]), raw["seed"], raw.get("min_depth"), raw.get("device", "cpu"),
