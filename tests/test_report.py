@@ -336,9 +336,11 @@ def test_cli_bad_input(tmp_path):
     (newer / "latency" / "cpu.json").write_text(json.dumps(lat))
     assert_clean_error(run_cli("report", "--run", str(newer), cwd=tmp_path), "format version 99")
     m = json.loads((newer / "manifest.json").read_text())
-    m["version"] = 7
+    from glp_bench.core.rundir import VERSION
+
+    m["version"] = VERSION + 1  # newer than this glp-bench reads
     (newer / "manifest.json").write_text(json.dumps(m))
-    assert_clean_error(run_cli("report", "--run", str(newer), cwd=tmp_path), "format version 7")
+    assert_clean_error(run_cli("report", "--run", str(newer), cwd=tmp_path), f"format version {VERSION + 1}")
 
     empty = tmp_path / "empty"
     empty.mkdir()
