@@ -58,10 +58,10 @@ def halving_compute(manifest: dict) -> dict | None:
     trained = full = 0.0
     halved = False
     for step in ((manifest.get("strategies") or {}).get("glp") or {}).get("steps", []):
+        halved |= "halving" in step
         for rec in (step.get("candidates") or {}).values():
             full += 1
             at = rec.get("stopped_at")
-            halved |= "halving" in step
             trained += float(Fraction(at)) if at else 1.0
     if not halved or not full:
         return None

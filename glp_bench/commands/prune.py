@@ -296,9 +296,9 @@ def render_orders(run, orders: dict[str, list[int]], console) -> None:
             sure = ""
         more = f"; re-scored the {len(rescored)} best with extra seeds" if rescored else ""
         stopped = [k for k, v in step["candidates"].items() if "stopped_at" in v]
-        if stopped and rule == "only candidate":
-            why = "the only one successive halving kept to the whole budget"
         if stopped:
+            if rule == "only candidate":
+                why = "the only one successive halving kept to the whole budget"
             more += f"; halving stopped {len(stopped)} early (layers {', '.join(sorted(stopped, key=int))})"
         console.print(f"glp step {i}: removed layer {chosen} of {len(step['candidates'])} candidates (held-out "
                       f"{metric} {rec['score']:.4f}{seeds}{loss}; {why}{sure}{more})")

@@ -157,9 +157,7 @@ def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[
                 rung["candidates"][str(cand)] = _so_far(rec, h["rungs"][r - 1] if r else None, cand)
                 on_update()
             decision = cut(step_idx, r, {c: rung["candidates"][str(c)] for c in live})
-            rung.update({k: v for k, v in decision.items() if k not in ("leader", "stopped")})
-            rung["leader"] = decision["leader"]
-            rung["stopped"] = {str(c): share for c, share in decision["stopped"].items()}
+            rung.update(decision, stopped={str(c): share for c, share in decision["stopped"].items()})
             for c in rung["stopped"]:
                 step["candidates"][c] = {**rung["candidates"][c], "stopped_at": rung["at"]}
             on_update()

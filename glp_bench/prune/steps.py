@@ -103,10 +103,7 @@ def save_state(path: Path, state: dict) -> None:
     """``torch.save`` atomically (temp file + rename)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    _atomic(path, lambda f: torch.save(state, f))
 
 
 def drop_paused(run: RunDir, step: int, layer: int, seeds) -> None:
@@ -119,10 +116,15 @@ def drop_paused(run: RunDir, step: int, layer: int, seeds) -> None:
 
 def save_array(path: Path, array) -> None:
     """``np.save`` atomically (temp file + rename)."""
+    _atomic(path, lambda f: np.save(f, np.asarray(array)))
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(file)`` into a temp file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
-        np.save(f, np.asarray(array))
+        write(f)
     os.replace(tmp, path)
 
 
