@@ -167,6 +167,52 @@ def test_bootstrap_uses_the_mean_over_seeds():
     assert np.allclose(d[0], 0.5)
 
 
+
+@pytest.mark.parametrize("key", ["matthews_correlation", "accuracy"])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_all_draws_at_once_score_exactly_as_scikit_learn_per_draw(key, classes):
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    from glp_bench.prune.noise import main_metric
+
+    one = {"matthews_correlation": matthews_corrcoef, "accuracy": accuracy_score}[key]
+
+    class Task:
+        main_metric, is_regression = key, False
+
+        @staticmethod
+        def metric_fn(p, y):
+            return {key: float(one(y, p))}
+
+    rng = np.random.default_rng(classes)
+    y = rng.integers(0, classes, 300)
+    preds = {0: np.where(rng.random(300) < 0.7, y, rng.integers(0, classes, 300)),  # a decent model
+             1: np.zeros(300, int),  # the majority-class model: MCC 0.0, sklearn's undefined case
+             2: rng.integers(0, classes, (3, 300))}  # three seeds: their mean per draw
+    fast = draw_scores(preds, y, main_metric(Task), draws=200, seed=4)
+    slow = draw_scores(preds, y, lambda p, t: float(one(t, p)), draws=200, seed=4)
+    for c in preds:
+        assert np.array_equal(fast[c], slow[c]), c
+    assert np.all(fast[1] == 0.0) if key == "matthews_correlation" else fast[0].std() > 0
+
+
+def test_rank_form_roc_auc_matches_scikit_learn_with_ties_and_one_class_draws():
+    from sklearn.metrics import roc_auc_score
+
+    from glp_bench.prune.noise import roc_auc
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(250) < 0.3).astype(int)
+    margins = {0: np.round(y + rng.normal(size=250), 1), 1: rng.normal(size=250), 2: np.zeros(250)}
+    fast = draw_scores(margins, y, roc_auc, draws=150, seed=3)
+    idx = np.random.default_rng(3).integers(0, 250, size=(150, 250))
+    for c, m in margins.items():
+        want = np.array([roc_auc_score(y[i], m[i]) for i in idx])
+        assert np.allclose(fast[c], want, rtol=0, atol=1e-12), c
+    assert np.all(fast[2] == 0.5) and fast[0].mean() > 0.7
+    one_class = roc_auc.on_draws(np.arange(4.0), np.array([0, 1, 1, 1]), np.array([[1, 2, 3, 1], [0, 1, 0, 3]]))
+    assert one_class[0] == 0.5 and one_class[1] == 1.0
+
 # --- the search with seeds and re-scoring (fake scores) ---------------------------------------------------
 
 def test_rescore_close_rescores_the_k_best_of_a_noisy_step_and_chooses_by_the_mean():

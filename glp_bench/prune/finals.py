@@ -38,6 +38,7 @@ def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
     """GLP against each baseline per depth on dev (``glp_bench.prune.compare``), into the manifest's ``comparison``:
     a paired bootstrap over the stored dev predictions of the first dev split. Reports; chooses nothing."""
     from .compare import compare_strategies
+    from .noise import main_metric
 
     split = task.dev_splits[0]
     labels = np.asarray(dev[split]["labels"])
@@ -49,9 +50,7 @@ def record_comparison(run: RunDir, task, dev, seed: int) -> dict:
         except (OSError, ValueError):
             return None
 
-    def metric(p, y):
-        return task.metric_fn(p, y)[task.main_metric]
-
+    metric = main_metric(task)
     by_depth = {s: {d: n for d, n in run.strategy(s).models.items() if (run.model(n) or ModelRecord(n)).finished}
                 for s in run.strategy_names()}
     result = {"split": split, "metric": task.main_metric, "key": task.main_dev_key,

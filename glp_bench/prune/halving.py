@@ -45,15 +45,12 @@ def rung_measure(task):
     """``(name, metric(outputs, labels))`` the rungs compare candidates by. Two classes: ROC AUC of the margin.
     Early in a fine-tune every candidate may still predict the majority class (CoLA at 1/3 of the fast budget:
     MCC 0.0 for all six), so a thresholded metric ties everywhere; how well the margin already *ranks* the
-    examples does not. Else the task's main metric of the predictions (regression metrics need no threshold)."""
+    examples does not (``noise.roc_auc``: every bootstrap draw at once). Else the task's main metric of the predictions (regression metrics need no threshold)."""
+    from .noise import main_metric, roc_auc
+
     if not task.is_regression and task.num_labels == 2:
-        from sklearn.metrics import roc_auc_score
-
-        def auc(margin, labels):
-            return float(roc_auc_score(labels, margin)) if len(np.unique(labels)) == 2 else 0.5
-
-        return "roc_auc", auc
-    return task.main_metric, lambda p, y: task.metric_fn(p, y)[task.main_metric]
+        return "roc_auc", roc_auc
+    return task.main_metric, main_metric(task)
 
 
 def behind(draws: Mapping[int, np.ndarray], leader: int) -> dict[int, float]:

@@ -14,6 +14,11 @@ each draw (the mean over the candidate's seeds when it was scored with several).
 
 A step where every candidate predicts the majority class (MCC 0.0 on every draw) is within noise by this
 rule, as it should be: ties at the top are noise, not evidence.
+
+Speed: a metric with an ``on_draws(preds, labels, idx)`` method scores all draws at once (:func:`main_metric`
+gives one for MCC and accuracy: each draw's confusion counts, then scikit-learn's own formula, so every draw's
+score is bit for bit scikit-learn's; :func:`roc_auc` the rank form of ROC AUC). Per draw through scikit-learn,
+1000 draws took 1.7 s per candidate; the main job scores a few hundred candidate-draw sets.
 """
 
 from __future__ import annotations
@@ -37,14 +42,107 @@ def draw_scores(preds: Mapping[int, np.ndarray], labels: np.ndarray, metric: Cal
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(draws, n))
     out = {}
+    fast = getattr(metric, "on_draws", None)
     with warnings.catch_warnings():  # a draw with one class makes scikit-learn warn; its score is still defined
         warnings.simplefilter("ignore")
         for c, p in preds.items():
             p = np.atleast_2d(np.asarray(p))
             if p.shape[1] != n:
                 raise ValueError(f"candidate {c}: {p.shape[1]} predictions for {n} held-out labels")
-            out[c] = np.array([np.mean([metric(row[i], labels[i]) for row in p]) for i in idx])
+            if fast is None:
+                out[c] = np.array([np.mean([metric(row[i], labels[i]) for row in p]) for i in idx])
+            else:  # (draws, seeds), contiguous: each row's mean is np.mean of that draw's per-seed list
+                per_seed = np.ascontiguousarray(np.stack([fast(row, labels, idx) for row in p], axis=1))
+                out[c] = per_seed.mean(axis=1)
     return out
+
+
+class DrawMetric:
+    """A metric ``metric(preds, labels) -> float`` (the task's own) that also scores many draws at once:
+    ``on_draws(preds, labels, idx)`` -> the score of ``preds[idx[d]]`` against ``labels[idx[d]]`` for each row ``d``."""
+
+    def __init__(self, name: str, one, many):
+        self.name, self._one, self._many = name, one, many
+
+    def __call__(self, preds, labels) -> float:
+        return self._one(preds, labels)
+
+    def on_draws(self, preds, labels, idx) -> np.ndarray:
+        return self._many(np.asarray(preds), np.asarray(labels), np.asarray(idx))
+
+
+def confusions(preds: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``(draws, k, k)`` confusion counts (rows: label, columns: prediction) of each draw ``idx[d]``."""
+    classes, codes = np.unique(np.concatenate([labels, preds]), return_inverse=True)
+    k = len(classes)
+    y, p = codes[:len(labels)], codes[len(labels):]
+    cell = (y * k + p)[idx] + (np.arange(len(idx)) * k * k)[:, None]
+    return np.bincount(cell.ravel(), minlength=len(idx) * k * k).reshape(len(idx), k, k)
+
+
+def mcc_of_confusions(c: np.ndarray) -> np.ndarray:
+    """Matthews correlation per confusion matrix, in the float operations of ``sklearn.metrics.matthews_corrcoef``
+    (0.0 where it is undefined, as there)."""
+    t_sum = c.sum(axis=2, dtype=np.float64)
+    p_sum = c.sum(axis=1, dtype=np.float64)
+    n_correct = np.trace(c, axis1=1, axis2=2, dtype=np.float64)
+    n = p_sum.sum(axis=1)
+    cov_ytyp = n_correct * n - np.einsum("dk,dk->d", t_sum, p_sum)
+    cov_ypyp = n**2 - np.einsum("dk,dk->d", p_sum, p_sum)
+    cov_ytyt = n**2 - np.einsum("dk,dk->d", t_sum, t_sum)
+    both = cov_ypyp * cov_ytyt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(both == 0, 0.0, cov_ytyp / np.sqrt(both))
+
+
+def accuracy_of_confusions(c: np.ndarray) -> np.ndarray:
+    return np.trace(c, axis1=1, axis2=2, dtype=np.float64) / c.sum(axis=(1, 2), dtype=np.float64)
+
+
+_CONFUSION_FORMS = {"matthews_correlation": mcc_of_confusions, "accuracy": accuracy_of_confusions}
+
+
+def main_metric(task):
+    """The task's main metric as ``metric(preds, labels) -> float``; for MCC and accuracy also with ``on_draws``."""
+    key = task.main_metric
+
+    def one(p, y):
+        return task.metric_fn(p, y)[key]
+
+    form = _CONFUSION_FORMS.get(key)
+    if form is None or task.is_regression:
+        return one
+    return DrawMetric(key, one, lambda p, y, idx: form(confusions(p, y, idx)))
+
+
+def _roc_auc_one(margin, labels) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, margin)) if len(np.unique(labels)) == 2 else 0.5
+
+
+def roc_auc_draws(margin: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``margin`` on each draw, in its rank form (Mann-Whitney: the share of positive-negative pairs
+    ranked right, ties one half) from exact integer counts: the correctly rounded AUC, within 1e-12 of
+    scikit-learn's trapezoids; 0.5 for a draw with one class (as :func:`roc_auc`)."""
+    order = np.argsort(margin, kind="stable")
+    ranked = margin[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # tie groups, ascending
+    draws = len(idx)
+    weight = np.bincount((idx + (np.arange(draws) * len(labels))[:, None]).ravel(),
+                         minlength=draws * len(labels)).reshape(draws, len(labels))[:, order]
+    pos = labels[order] == labels.max()
+    wpos = np.add.reduceat(weight * pos, starts, axis=1)
+    wneg = np.add.reduceat(weight * ~pos, starts, axis=1)
+    below = np.cumsum(wneg, axis=1) - wneg
+    twice_u = (wpos * (2 * below + wneg)).sum(axis=1)
+    npos, nneg = wpos.sum(axis=1), wneg.sum(axis=1)
+    denom = 2 * npos * nneg
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom == 0, 0.5, twice_u / np.where(denom == 0, 1, denom))
+
+
+roc_auc = DrawMetric("roc_auc", _roc_auc_one, roc_auc_draws)
 
 
 def _share_of_wins(mine: np.ndarray, others: np.ndarray) -> float:

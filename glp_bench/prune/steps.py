@@ -137,12 +137,10 @@ def step_assessor(run: RunDir, task, held_labels, seed: int):
     """``assess(step, pool, chosen, ranking)`` for ``greedy_search``: the paired bootstrap of
     ``glp_bench.prune.noise`` over the stored held-out predictions (``None`` when a prediction file is missing, e.g.
     a step logged before predictions were stored)."""
-    from .noise import assess, draw_scores
+    from .noise import assess, draw_scores, main_metric
 
     labels = np.asarray(held_labels)
-
-    def metric(p, y):
-        return task.metric_fn(p, y)[task.main_metric]
+    metric = main_metric(task)
 
     def run_assess(step: int, pool: dict, chosen: int, ranking: list[int]):
         try:
