@@ -217,6 +217,66 @@ def test_exclusion_loop_on_a_tiny_model_with_a_forced_score_drop(tiny_fp32, tmp_
     assert any(n.op_type == "MatMulInteger" for n in graph.node)
 
 
+
+@pytest.mark.parametrize("name", ["unfused-s8-channel", "unfused-u8"])
+def test_the_weight_cache_writes_the_same_bytes_as_ort_for_every_exclusion(tiny_fp32, tmp_path, name):
+    """``quant_cache`` re-quantizes with memoized weights: each file must be byte for byte what
+    ``quantize_dynamic`` writes, for any set of excluded nodes, in any order (hits and misses mixed)."""
+    from glp_bench.core.jsonio import sha256_file
+    from glp_bench.export.int8_select import CANDIDATES, prepare_source, quantize
+    from glp_bench.export.quant_cache import WeightCache
+    from glp_bench.export.quant_exclude import quantizable_nodes
+
+    fp32, config, _ = tiny_fp32
+    cand = CANDIDATES[name]
+    source = prepare_source(cand, fp32, tmp_path, config)
+    nodes = quantizable_nodes(source)
+    gemm = [n for n in nodes if "Gemm" in n]
+    trials = [[], [nodes[3]], [], nodes[:5], [nodes[-1], *gemm], [nodes[3]]]
+    cache = WeightCache()
+    for i, excluded in enumerate(trials):
+        quantize(cand, source, tmp_path / f"plain{i}.onnx", config, "avx512", excluded)
+        quantize(cand, source, tmp_path / f"cached{i}.onnx", config, "avx512", excluded, cache=cache)
+        assert sha256_file(tmp_path / f"plain{i}.onnx") == sha256_file(tmp_path / f"cached{i}.onnx"), (i, excluded)
+    assert sha256_file(tmp_path / "plain0.onnx") != sha256_file(tmp_path / "plain3.onnx")  # exclusions matter
+    assert cache.hits > cache.misses > 0
+
+
+def test_the_ranking_skips_only_nodes_the_quantizer_leaves_alone(tiny_fp32, tmp_path):
+    """Nodes the quantized graph holds unchanged get 0 without a trial; the ranking equals the one that tries
+    every node through plain ``quantize_dynamic``."""
+    from glp_bench.export.int8_select import (
+        CANDIDATES,
+        build,
+        fp32_reference,
+        mean_abs_error,
+        prepare_source,
+        quantize,
+    )
+    from glp_bench.export.quant_cache import WeightCache, unquantized_nodes
+    from glp_bench.export.quant_exclude import quantizable_nodes, rank_by_sensitivity
+
+    fp32, config, calib = tiny_fp32
+    cand = CANDIDATES["unfused-s8-channel"]
+    source = prepare_source(cand, fp32, tmp_path, config)
+    dst = tmp_path / "int8.onnx"
+    build(cand, fp32, dst, config, "avx512", workdir=tmp_path)
+    nodes = quantizable_nodes(source)
+    as_is = unquantized_nodes(source, dst) & set(nodes)
+    assert as_is and all("MatMul" in n for n in as_is) and len(as_is) < len(nodes)  # attention's QK^T and AV
+    ref = fp32_reference(fp32, calib)
+    cache, tried = WeightCache(), []
+
+    def error_with(excluded, cache=None):
+        tried.append(excluded)
+        quantize(cand, source, tmp_path / "t.onnx", config, "avx512", excluded, cache=cache)
+        return mean_abs_error(tmp_path / "t.onnx", calib, ref)
+
+    fast = rank_by_sensitivity(nodes, lambda ex: error_with(ex, cache), as_is)
+    assert not any(set(ex) & as_is for ex in tried)
+    full = rank_by_sensitivity(nodes, error_with)
+    assert fast == full
+
 def test_report_notes_show_the_excluded_nodes_and_before_after():
     from glp_bench.export.int8 import int8_notes
 

@@ -13,6 +13,7 @@ export killed after it and resumed reuses it instead of timing again and maybe p
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,26 +32,31 @@ def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_q
     ``decide(path, variant)``: the main metric through ORT on the split the choice is made on (the 15% of train
     GLP held out; never dev), described by ``decided_on``; None when there is none."""
     dst = fp32_path.parent / VARIANTS["int8"].filename
-    if choice == int8_select.AUTO and chosen.get("winner"):
-        record = int8_select.rebuild(chosen["winner"], fp32_path, dst, model_config, preset, chosen["on"], chosen["why"])
-        if chosen.get("on") == model and chosen.get("selection"):  # resumed on the model that measured
-            record["selection"] = chosen["selection"]
-    else:
-        record = int8_select.select(fp32_path, dst, model_config, preset, choice, calib=calib, spec=spec)
-        if choice == int8_select.AUTO:
-            chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"], preset=preset,
-                          selection=record["selection"])
-            if on_chosen is not None:
-                on_chosen(dict(chosen))
-    record["quant_exclusion"] = check_score(record["candidate"], fp32_path, dst, model_config, preset, calib,
-                                            max_quant_drop, decide, decided_on, spec)
+    # the prepared (pre-processed) sources, shared by the build and the exclusion search
+    with tempfile.TemporaryDirectory(dir=fp32_path.parent, prefix=".int8-src-") as src:
+        src = Path(src)
+        if choice == int8_select.AUTO and chosen.get("winner"):
+            record = int8_select.rebuild(chosen["winner"], fp32_path, dst, model_config, preset, chosen["on"],
+                                         chosen["why"], workdir=src)
+            if chosen.get("on") == model and chosen.get("selection"):  # resumed on the model that measured
+                record["selection"] = chosen["selection"]
+        else:
+            record = int8_select.select(fp32_path, dst, model_config, preset, choice, calib=calib, spec=spec,
+                                        workdir=src)
+            if choice == int8_select.AUTO:
+                chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"], preset=preset,
+                              selection=record["selection"])
+                if on_chosen is not None:
+                    on_chosen(dict(chosen))
+        record["quant_exclusion"] = check_score(record["candidate"], fp32_path, dst, model_config, preset, calib,
+                                                max_quant_drop, decide, decided_on, spec, workdir=src)
     record["fused_ops"] = fused_ops(dst)
     return record
 
 
 def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset: str, calib: list | None,
                 budget: float, decide: Callable[[Path, str], float] | None, decided_on: dict | None,
-                spec=None) -> dict:
+                spec=None, workdir: Path | None = None) -> dict:
     """Score the int8 file against fp32 on the decision split (``decide``); over budget, run
     ``quant_exclude.keep_score`` on the same split. Dev is not read here: it is scored afterwards, as the result."""
     if decide is None:
@@ -66,7 +72,7 @@ def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset
     if not calib:
         return {"status": "over budget", "reason": "no calibration inputs (empty train split)", **base}
     out = keep_score(candidate, fp32_path, dst, model_config, preset, calib, fp32_score, int8_score, budget,
-                     lambda p: decide(p, "int8"), spec=spec)
+                     lambda p: decide(p, "int8"), spec=spec, workdir=workdir)
     out["decided_on"] = where
     out["status"] = "within budget after exclusion" if out["within_budget"] else "over budget after excluding every node"
     return out

@@ -108,8 +108,11 @@ def prepare_source(cand: Candidate, fp32_path: Path, workdir: Path, model_config
     return typed
 
 
-def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str, exclude: Sequence[str] = ()) -> None:
-    """Quantize ``source`` (from :func:`prepare_source`) into ``dst``, leaving ``exclude`` nodes in fp32."""
+def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str, exclude: Sequence[str] = (),
+             cache=None) -> None:
+    """Quantize ``source`` (from :func:`prepare_source`) into ``dst``, leaving ``exclude`` nodes in fp32.
+    ``cache``: a ``quant_cache.WeightCache`` of ``source`` for repeated quantizations (the unfused candidates;
+    the same bytes, faster)."""
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".q-") as tmp:
         out = Path(tmp) / "model.onnx"
@@ -126,8 +129,15 @@ def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str
 
             # ORT rewrites a Gemm as "<name>_MatMul" + Add before it applies nodes_to_exclude
             names = [*exclude, *(f"{n}_MatMul" for n in exclude)]
-            quantize_dynamic(str(source), str(out), per_channel=cand.per_channel,
-                             weight_type=QuantType.QInt8 if cand.weights == "s8" else QuantType.QUInt8,
+            wtype = QuantType.QInt8 if cand.weights == "s8" else QuantType.QUInt8
+            if cache is not None:
+                from .quant_cache import quantize_dynamic_cached
+
+                quantize_dynamic_cached(source, out, cache, per_channel=cand.per_channel, weight_type=wtype,
+                                        nodes_to_exclude=names)
+                os.replace(out, dst)
+                return
+            quantize_dynamic(str(source), str(out), per_channel=cand.per_channel, weight_type=wtype,
                              nodes_to_exclude=names or None)
         _drop_value_info(out)
         os.replace(out, dst)
@@ -145,7 +155,13 @@ def _drop_value_info(path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def build(cand: Candidate, fp32_path: Path, dst: Path, model_config, preset: str, exclude: Sequence[str] = ()) -> None:
+def build(cand: Candidate, fp32_path: Path, dst: Path, model_config, preset: str, exclude: Sequence[str] = (),
+          workdir: Path | None = None) -> None:
+    """Quantize ``fp32_path`` as ``cand`` into ``dst``; the prepared source is kept in ``workdir`` when given
+    (shared by the candidates of one graph kind, and by the fp32-node exclusion after)."""
+    if workdir is not None:
+        quantize(cand, prepare_source(cand, fp32_path, Path(workdir), model_config), dst, model_config, preset, exclude)
+        return
     with tempfile.TemporaryDirectory(dir=Path(dst).parent, prefix=".src-") as tmp:
         quantize(cand, prepare_source(cand, fp32_path, Path(tmp), model_config), dst, model_config, preset, exclude)
 
@@ -273,10 +289,12 @@ def _first_line(e: BaseException) -> str:
 
 def select(fp32_path: Path, dst: Path, model_config, preset: str, choice: str = AUTO,
            calib: Sequence[dict] | None = None, spec: MeasureSpec | None = None,
-           timer: Callable[[dict[str, Path], MeasureSpec], dict[str, dict]] | None = None) -> dict:
+           timer: Callable[[dict[str, Path], MeasureSpec], dict[str, dict]] | None = None,
+           workdir: Path | None = None) -> dict:
     """Build the int8 file ``dst`` from ``fp32_path``: the forced ``choice``, or with ``auto`` every candidate
     for ``preset``, timed (``timer``, default the latency harness) and chosen by :func:`choose`.
-    ``calib``: padded calibration batches (train split) for the logit errors. Returns the build record."""
+    ``calib``: padded calibration batches (train split) for the logit errors; ``workdir``: where the prepared
+    sources are kept (as :func:`build`). Returns the build record."""
     spec = spec or MeasureSpec()
     dst = Path(dst)
     names = [c.name for c in candidates(preset)] if choice == AUTO else [choice]
@@ -286,12 +304,15 @@ def select(fp32_path: Path, dst: Path, model_config, preset: str, choice: str = 
     results: list[dict] = []
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-cands-") as tmp:
         built: dict[str, Path] = {}
+        if workdir is None:
+            workdir = Path(tmp) / "sources"
+            workdir.mkdir()
         for name in names:
             cand = CANDIDATES[name]
             r = {"name": name, "graph": cand.graph, "weights": weight_type(cand, preset), "per_channel": cand.per_channel}
             path = Path(tmp) / f"{name}.onnx"
             try:
-                build(cand, fp32_path, path, model_config, preset)
+                build(cand, fp32_path, path, model_config, preset, workdir=workdir)
                 r.update(status="ok", size=path.stat().st_size)
                 if reference is not None:
                     r["logit_error"] = mean_abs_error(path, calib, reference)
@@ -327,10 +348,11 @@ def select(fp32_path: Path, dst: Path, model_config, preset: str, choice: str = 
     }
 
 
-def rebuild(winner: str, fp32_path: Path, dst: Path, model_config, preset: str, selected_on: str, why: str) -> dict:
+def rebuild(winner: str, fp32_path: Path, dst: Path, model_config, preset: str, selected_on: str, why: str,
+            workdir: Path | None = None) -> dict:
     """Build the candidate already chosen on another model of the run (the choice depends on the CPU and the
     architecture, not on the depth), without timing it again."""
-    build(CANDIDATES[winner], fp32_path, dst, model_config, preset)
+    build(CANDIDATES[winner], fp32_path, dst, model_config, preset, workdir=workdir)
     cand = CANDIDATES[winner]
     return {"source": "fp32-opt" if cand.graph == "fused" else "fp32", "candidate": winner, "preset": preset,
             "per_channel": cand.per_channel, "weights": weight_type(cand, preset),

@@ -7,7 +7,8 @@ fp32 model's, :func:`keep_score`:
 1. ranks the quantizable nodes (``MatMul``, ``Gemm``, ``Attention``, ``Gather``, ``EmbedLayerNormalization`` of the
    graph the int8 candidate quantizes) by *sensitivity*, measured on calibration inputs from the **train**
    split, never dev: for each node, how much the mean |logit error| vs fp32 shrinks when everything but
-   that node is quantized;
+   that node is quantized (nodes the quantizer leaves in fp32 anyway score 0 without a trial; the unfused
+   candidates re-quantize through ``quant_cache``, which keeps every weight's quantization between trials);
 2. keeps the top 1, 2, 4, 8, ... of them in fp32 (ORT's ``nodes_to_exclude``), re-quantizing and
    re-scoring on the decision split after each step, until the drop is within budget or every node is excluded;
 3. returns what it did: the excluded nodes, every step's score, and score and latency (the latency
@@ -61,11 +62,14 @@ def quantizable_nodes(source: Path) -> list[str]:
     return out
 
 
-def rank_by_sensitivity(nodes: Sequence[str], error_with: Callable[[list[str]], float]) -> list[tuple[str, float]]:
+def rank_by_sensitivity(nodes: Sequence[str], error_with: Callable[[list[str]], float],
+                        as_is: Sequence[str] = ()) -> list[tuple[str, float]]:
     """``[(node, sensitivity), ...]``, most sensitive first; sensitivity = error with every node quantized
-    minus error with that node left in fp32 (``error_with(excluded)``). Ties keep graph order."""
+    minus error with that node left in fp32 (``error_with(excluded)``). Ties keep graph order. Nodes in ``as_is``
+    (the quantizer left them in fp32 anyway: excluding them changes nothing) get 0.0 without a trial."""
     base = error_with([])
-    scored = [(n, base - error_with([n])) for n in nodes]
+    skip = set(as_is)
+    scored = [(n, 0.0 if n in skip else base - error_with([n])) for n in nodes]
     return sorted(scored, key=lambda t: -t[1])
 
 
@@ -97,10 +101,13 @@ def exclude_until_within(ranked: Sequence[str], score_with: Callable[[list[str]]
 
 def keep_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset: str, calib: Sequence[dict],
                fp32_score: float, int8_score: float, budget: float, score_fn: Callable[[Path], float],
-               spec=None, timer=None) -> dict:
+               spec=None, timer=None, workdir: Path | None = None) -> dict:
     """Run the search for the int8 file ``dst`` (built as ``candidate`` from ``fp32_path``); replaces
-    ``dst`` with the final model and returns the record for the manifest (``quant_exclusion``)."""
+    ``dst`` with the final model and returns the record for the manifest (``quant_exclusion``). ``workdir``: where
+    ``dst``'s prepared source already is (``int8_select.build``), else it is prepared again. The unfused
+    candidates re-quantize through ``quant_cache`` (the same files, without re-quantizing unchanged weights)."""
     from . import int8_select as sel
+    from .quant_cache import WeightCache, unquantized_nodes
 
     cand = sel.CANDIDATES[candidate]
     spec = spec or sel.MeasureSpec()
@@ -109,25 +116,27 @@ def keep_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset:
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".exclude-") as tmp:
         tmp = Path(tmp)
-        source = sel.prepare_source(cand, fp32_path, tmp, model_config)
+        source = sel.prepare_source(cand, fp32_path, Path(workdir) if workdir else tmp, model_config)
         reference = sel.fp32_reference(fp32_path, calib)
         trial = tmp / "trial.onnx"
+        cache = WeightCache() if cand.graph == "unfused" else None
 
         def error_with(excluded: list[str]) -> float:
-            sel.quantize(cand, source, trial, model_config, preset, excluded)
+            sel.quantize(cand, source, trial, model_config, preset, excluded, cache=cache)
             return sel.mean_abs_error(trial, calib, reference)
 
         def score_with(excluded: list[str]) -> float:
-            sel.quantize(cand, source, trial, model_config, preset, excluded)
+            sel.quantize(cand, source, trial, model_config, preset, excluded, cache=cache)
             return float(score_fn(trial))
 
         nodes = quantizable_nodes(source)
-        ranked = rank_by_sensitivity(nodes, error_with)
+        as_is = sorted(unquantized_nodes(source, dst) & set(nodes))
+        ranked = rank_by_sensitivity(nodes, error_with, as_is)
         before = tmp / "before.onnx"
         shutil.copy2(dst, before)
         result = exclude_until_within([n for n, _ in ranked], score_with, fp32_score, budget, int8_score)
         if result["excluded"]:
-            sel.quantize(cand, source, trial, model_config, preset, result["excluded"])
+            sel.quantize(cand, source, trial, model_config, preset, result["excluded"], cache=cache)
             after = tmp / "after.onnx"
             os.replace(trial, after)
             times = timer({"before": before, "after": after}, spec)
@@ -140,6 +149,8 @@ def keep_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset:
         "calibration": {"split": "train", "batches": len(calib), "examples": int(sum(len(b["input_ids"]) for b in calib))},
         "excluded": [{"node": n, "sensitivity": sens[n]} for n in result["excluded"]],
         "within_budget": result["within_budget"], "steps": result["steps"], "nodes_considered": len(nodes),
+        "nodes_left_fp32_by_the_quantizer": as_is,
+        "quantizations": {"weights_reused": cache.hits, "weights_quantized": cache.misses} if cache else None,
         "before": {"score": int8_score, "drop_points": drop_points(fp32_score, int8_score),
                    "latency_ms": (times.get("before") or {}).get("latency_ms")},
         "after": {"score": result["score"], "drop_points": drop_points(fp32_score, result["score"]),

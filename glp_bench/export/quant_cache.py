@@ -1,0 +1,127 @@
+"""Re-quantizing one graph many times, fast: ONNX Runtime's dynamic quantizer with its weight work memoized.
+
+The fp32-node exclusion (``quant_exclude``) quantizes the same source graph once per node it ranks and once per
+step, each time leaving other nodes in fp32. ``onnxruntime.quantization.quantize_dynamic`` re-runs shape
+inference on the source and re-quantizes every weight (per channel: a Python loop over the channels) each
+time. :func:`quantize_dynamic_cached` does exactly what ``quantize_dynamic`` does, with two things kept in a
+:class:`WeightCache` for one source: the shape-inferred source model (copied per call), and the initializers
+each weight quantizes to (ORT's ``quantize_initializer_impl`` / ``quantize_weight_per_channel_impl``, keyed by
+the weight's name, content and the quantization arguments). The files it writes are byte for byte those of the
+uncached path (``int8_select.quantize`` without a cache; tests check it).
+
+:func:`unquantized_nodes` names the nodes a quantized graph left as they were (e.g. the activation-by-activation
+MatMuls with ``MatMulConstBOnly``): excluding one of them changes nothing, so its sensitivity is 0 without a trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+class WeightCache:
+    """What stays the same between quantizations of one source graph: the source model after shape inference,
+    and every weight's quantized initializers. One per source file."""
+
+    def __init__(self):
+        self.model = None
+        self.model_source: str | None = None
+        self.weights: dict[tuple, tuple] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def source_model(self, source: Path):
+        """A fresh copy of ``source`` loaded as ``quantize_dynamic`` loads it (shape inference, metadata)."""
+        import onnx
+        from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+        if self.model_source != str(source):
+            self.model, self.model_source = load_model_with_shape_infer(Path(source)), str(source)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.model)
+        return copy
+
+
+def _key(kind: str, tensor, *args) -> tuple:
+    digest = hashlib.blake2b(tensor.raw_data or tensor.SerializeToString(), digest_size=16).hexdigest()
+    return (kind, tensor.name, tuple(tensor.dims), tensor.data_type, digest, *args)
+
+
+def _quantizer_class():
+    from onnxruntime.quantization.base_quantizer import find_by_name
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+
+    class CachedQuantizer(ONNXQuantizer):
+        """ORT's ``ONNXQuantizer``; a weight quantized before (same name, content, arguments) gets its recorded
+        initializers instead of being quantized again."""
+
+        cache: WeightCache
+
+        def _memo(self, key, compute):
+            inits = self.model.model.graph.initializer
+            hit = self.cache.weights.get(key)
+            if hit is None:
+                before = len(inits)
+                names = compute()
+                added = []
+                for t in inits[before:]:
+                    c = type(t)()
+                    c.CopyFrom(t)
+                    added.append(c)
+                self.cache.weights[key] = (names, added)
+                self.cache.misses += 1
+                return names
+            names, added = hit
+            for t in added:
+                c = type(t)()
+                c.CopyFrom(t)
+                inits.append(c)
+            self.cache.hits += 1
+            return names
+
+        def quantize_initializer_impl(self, weight, qType, reduce_range=False, keep_float_weight=False):  # noqa: N803
+            key = _key("tensor", weight, qType, reduce_range, keep_float_weight)
+            return self._memo(key, lambda: super(CachedQuantizer, self).quantize_initializer_impl(
+                weight, qType, reduce_range, keep_float_weight))
+
+        def quantize_weight_per_channel_impl(self, weight_name, weight_qType, channel_axis, reduce_range=True,  # noqa: N803
+                                             keep_float_weight=False):
+            init = find_by_name(weight_name, self.model.initializer())
+            if init is None:
+                return super().quantize_weight_per_channel_impl(weight_name, weight_qType, channel_axis,
+                                                                reduce_range, keep_float_weight)
+            key = _key("channel", init, weight_qType, channel_axis, reduce_range, keep_float_weight)
+            return self._memo(key, lambda: super(CachedQuantizer, self).quantize_weight_per_channel_impl(
+                weight_name, weight_qType, channel_axis, reduce_range, keep_float_weight))
+
+    return CachedQuantizer
+
+
+def quantize_dynamic_cached(source: Path, out: Path, cache: WeightCache, *, per_channel: bool, weight_type,
+                            nodes_to_exclude=None) -> None:
+    """``onnxruntime.quantization.quantize_dynamic(source, out, per_channel=..., weight_type=...,
+    nodes_to_exclude=...)`` with ``cache``; also drops the graph's ``value_info`` as ``int8_select`` does."""
+    from onnxruntime.quantization.quant_utils import QuantizationMode, QuantType, update_opset_version
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    model = update_opset_version(cache.source_model(source), weight_type)
+    cls = _quantizer_class()
+    quantizer = cls(model, per_channel, False, QuantizationMode.IntegerOps, False, weight_type, QuantType.QUInt8,
+                    None, [], list(nodes_to_exclude or []), list(IntegerOpsRegistry.keys()),
+                    {"MatMulConstBOnly": True})
+    quantizer.cache = cache
+    quantizer.quantize_model()
+    del quantizer.model.model.graph.value_info[:]
+    quantizer.model.save_model_to_file(str(out), False)
+
+
+def unquantized_nodes(source: Path, quantized: Path) -> set[str]:
+    """Names of the nodes of ``source`` that ``quantized`` still holds unchanged (same op, inputs and outputs)."""
+    import onnx
+
+    def nodes(path):
+        g = onnx.load(str(path), load_external_data=False).graph
+        return {n.name: (n.op_type, tuple(n.input), tuple(n.output)) for n in g.node if n.name}
+
+    after = nodes(quantized)
+    return {name for name, sig in nodes(source).items() if after.get(name) == sig}
