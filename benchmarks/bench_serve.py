@@ -16,7 +16,8 @@ for a cola bundle, else ``--texts FILE`` (one per line).
 
 Per mode: throughput (answered requests per second of the phase), p50/p99 end-to-end latency, errors
 (non-2xx and failed connections, by kind), and the server's resident memory before and after the load
-(after a warm-up; /proc: the server process, or Serve's replica and proxy processes). ``kill``: with
+(after a warm-up; /proc: the server process, or Serve's replica and proxy processes), and the CPU milliseconds
+each of those processes (and the load generator) spent per answered request, which says what bounds the throughput. ``kill``: with
 2 replicas under load, one replica process is SIGKILLed after a third of the schedule; the failures are
 counted, and the benchmark waits for Serve to bring the replica back (the row's RSS after is then taken). Targets (issue 27) are printed
 with PASS/FAIL; exit 1 when the standalone server's (0 errors, RSS within 20%) fail.
@@ -124,6 +125,25 @@ def rss_mb(pids: list[int]) -> float | None:
 
 
 # --- the load ------------------------------------------------------------------------------------------
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds the processes have used (/proc/PID/stat)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def roles(server: Server) -> dict[str, list[int]]:
+    """The serving processes by role, for the CPU each spends per request."""
+    if not server.replicas:
+        return {"server": [server.proc.pid]}
+    return {"proxy": proxy_pids(), "replicas": replica_pids()}
+
+
 def post(port: int, text: str, timeout: float) -> str:
     """'ok' or the kind of failure of one POST /predict."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -153,6 +173,7 @@ def load(port: int, texts: list[str], n: int, rate: float, clients: int, time_li
     results: list[tuple[str, float] | None] = [None] * n
     ends: list[float] = []
     lock = threading.Lock()
+    flying = [0]  # requests sent and not yet answered
 
     def client():
         while True:
@@ -166,18 +187,23 @@ def load(port: int, texts: list[str], n: int, rate: float, clients: int, time_li
             if time.perf_counter() - start > time_limit:
                 results[i] = ("not sent (time limit)", 0.0)
                 continue
+            with lock:
+                flying[0] += 1
             kind = post(port, texts[i % len(texts)], request_timeout)
             t = time.perf_counter()
             results[i] = (kind, t - due[i])
             with lock:
                 ends.append(t)
+                flying[0] -= 1
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
+    in_flight = None
     if at_fraction:
         frac, fn = at_fraction
         time.sleep(max(0.0, start + frac * n / rate - time.perf_counter()))
+        in_flight = flying[0]
         fn()
     for t in threads:
         t.join(timeout=time_limit + request_timeout + 30)
@@ -194,7 +220,7 @@ def load(port: int, texts: list[str], n: int, rate: float, clients: int, time_li
 
     return {"requests": n, "ok": len(ok), "errors": sum(errors.values()), "error_kinds": errors,
             "throughput_rps": round(len(ok) / wall, 1) if wall > 0 else None, "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "wall_s": round(wall, 2)}
+            "p99_ms": pct(0.99), "wall_s": round(wall, 2), "in_flight_at_call": in_flight}
 
 
 def sentences(bundle: Path, texts_file: Path | None, seed: int) -> list[str]:
@@ -216,12 +242,19 @@ def measure(server: Server, texts: list[str], args, name: str, at_fraction=None)
     for t in texts[:args.warmup]:  # warm-up: sessions, batch shapes, allocator
         post(server.port, t, 30)
     before = rss_mb(server.pids())
+    procs = roles(server)
+    cpu0 = {k: cpu_seconds(v) for k, v in procs.items()}
+    own0 = time.process_time()
     log(f"{name}: {args.requests} requests at {args.rate:g}/s from {args.clients} clients")
     r = load(server.port, texts, args.requests, args.rate, args.clients, args.time_limit, at_fraction)
     after = rss_mb(server.pids())
     change = round(100 * (after - before) / before, 1) if before and after else None
+    cpu = {k: cpu_seconds(v) for k, v in procs.items()}
+    cpu["client"], cpu0["client"] = time.process_time(), own0
+    per_req = {k: round(1000 * (cpu[k] - cpu0[k]) / r["ok"], 2) if r["ok"] and cpu[k] is not None
+               and cpu0[k] is not None else None for k in cpu}
     return {"mode": name, "replicas": server.replicas, **r, "rss_before_mb": before, "rss_after_mb": after,
-            "rss_change_pct": change}
+            "rss_change_pct": change, "cpu_ms_per_request": per_req}
 
 
 def kill_trial(server: Server, texts: list[str], args) -> dict:
@@ -257,6 +290,9 @@ def table(rows: list[dict]) -> str:
         rss = f"{r['rss_before_mb']}>{r['rss_after_mb']} ({r['rss_change_pct']:+}%)" if r["rss_change_pct"] is not None else "-"
         lines.append(f"{r['mode']:<11} {r['ok']:>6} {r['errors']:>5} {r['throughput_rps'] or 0:>8} "
                      f"{r['p50_ms'] or 0:>9} {r['p99_ms'] or 0:>9} {rss:>21}")
+    lines.append("CPU ms per answered request, by process (the machine's cores are shared by all of them):")
+    for r in rows:
+        lines.append(f"  {r['mode']:<11} " + ", ".join(f"{k} {v}" for k, v in (r.get("cpu_ms_per_request") or {}).items()))
     return "\n".join(lines)
 
 
@@ -282,6 +318,9 @@ def checks(rows: dict[str, dict]) -> list[tuple[str, bool, bool]]:
     if k:
         out.append((f"kill: the replica was restarted ({k['replica_restarted']}); failed requests {k['errors']} "
                     f"of {k['requests']}", bool(k["replica_restarted"]), False))
+        flying = k.get("in_flight_at_call")
+        out.append((f"kill: failed requests <= requests in flight at the kill, both replicas' (got {k['errors']} "
+                    f"<= {flying})", flying is not None and k["errors"] <= flying, False))
     return out
 
 
