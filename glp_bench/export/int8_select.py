@@ -26,6 +26,7 @@ wins. A candidate that fails to build or to run is recorded as failed with its r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -114,6 +115,7 @@ def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str
     ``cache``: a ``quant_cache.WeightCache`` of ``source`` for repeated quantizations (the unfused candidates;
     the same bytes, faster)."""
     dst = Path(dst)
+    cached = cache is not None and cand.graph == "unfused"
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".q-") as tmp:
         out = Path(tmp) / "model.onnx"
         if cand.graph == "fused":
@@ -130,16 +132,16 @@ def quantize(cand: Candidate, source: Path, dst: Path, model_config, preset: str
             # ORT rewrites a Gemm as "<name>_MatMul" + Add before it applies nodes_to_exclude
             names = [*exclude, *(f"{n}_MatMul" for n in exclude)]
             wtype = QuantType.QInt8 if cand.weights == "s8" else QuantType.QUInt8
-            if cache is not None:
+            if cached:  # drops value_info in memory
                 from .quant_cache import quantize_dynamic_cached
 
                 quantize_dynamic_cached(source, out, cache, per_channel=cand.per_channel, weight_type=wtype,
                                         nodes_to_exclude=names)
-                os.replace(out, dst)
-                return
-            quantize_dynamic(str(source), str(out), per_channel=cand.per_channel, weight_type=wtype,
-                             nodes_to_exclude=names or None)
-        _drop_value_info(out)
+            else:
+                quantize_dynamic(str(source), str(out), per_channel=cand.per_channel, weight_type=wtype,
+                                 nodes_to_exclude=names or None)
+        if not cached:
+            _drop_value_info(out)
         os.replace(out, dst)
 
 
@@ -159,11 +161,10 @@ def build(cand: Candidate, fp32_path: Path, dst: Path, model_config, preset: str
           workdir: Path | None = None) -> None:
     """Quantize ``fp32_path`` as ``cand`` into ``dst``; the prepared source is kept in ``workdir`` when given
     (shared by the candidates of one graph kind, and by the fp32-node exclusion after)."""
-    if workdir is not None:
-        quantize(cand, prepare_source(cand, fp32_path, Path(workdir), model_config), dst, model_config, preset, exclude)
-        return
-    with tempfile.TemporaryDirectory(dir=Path(dst).parent, prefix=".src-") as tmp:
-        quantize(cand, prepare_source(cand, fp32_path, Path(tmp), model_config), dst, model_config, preset, exclude)
+    keep = contextlib.nullcontext(workdir) if workdir is not None else \
+        tempfile.TemporaryDirectory(dir=Path(dst).parent, prefix=".src-")
+    with keep as folder:
+        quantize(cand, prepare_source(cand, fp32_path, Path(folder), model_config), dst, model_config, preset, exclude)
 
 
 # --- measuring and choosing -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ MatMuls with ``MatMulConstBOnly``): excluding one of them changes nothing, so it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def _key(kind: str, tensor, *args) -> tuple:
     return (kind, tensor.name, tuple(tensor.dims), tensor.data_type, digest, *args)
 
 
+@functools.cache
 def _quantizer_class():
     from onnxruntime.quantization.base_quantizer import find_by_name
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer

@@ -61,8 +61,8 @@ class DrawMetric:
     """A metric ``metric(preds, labels) -> float`` (the task's own) that also scores many draws at once:
     ``on_draws(preds, labels, idx)`` -> the score of ``preds[idx[d]]`` against ``labels[idx[d]]`` for each row ``d``."""
 
-    def __init__(self, name: str, one, many):
-        self.name, self._one, self._many = name, one, many
+    def __init__(self, one, many):
+        self._one, self._many = one, many
 
     def __call__(self, preds, labels) -> float:
         return self._one(preds, labels)
@@ -71,13 +71,18 @@ class DrawMetric:
         return self._many(np.asarray(preds), np.asarray(labels), np.asarray(idx))
 
 
+def _draw_counts(values: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:
+    """``(draws, size)``: how often each value in ``range(size)`` occurs in ``values[idx[d]]``, per draw ``d``."""
+    offset = (np.arange(len(idx)) * size)[:, None]
+    return np.bincount((values[idx] + offset).ravel(), minlength=len(idx) * size).reshape(len(idx), size)
+
+
 def confusions(preds: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``(draws, k, k)`` confusion counts (rows: label, columns: prediction) of each draw ``idx[d]``."""
     classes, codes = np.unique(np.concatenate([labels, preds]), return_inverse=True)
     k = len(classes)
     y, p = codes[:len(labels)], codes[len(labels):]
-    cell = (y * k + p)[idx] + (np.arange(len(idx)) * k * k)[:, None]
-    return np.bincount(cell.ravel(), minlength=len(idx) * k * k).reshape(len(idx), k, k)
+    return _draw_counts(y * k + p, idx, k * k).reshape(len(idx), k, k)
 
 
 def mcc_of_confusions(c: np.ndarray) -> np.ndarray:
@@ -112,7 +117,7 @@ def main_metric(task):
     form = _CONFUSION_FORMS.get(key)
     if form is None or task.is_regression:
         return one
-    return DrawMetric(key, one, lambda p, y, idx: form(confusions(p, y, idx)))
+    return DrawMetric(one, lambda p, y, idx: form(confusions(p, y, idx)))
 
 
 def _roc_auc_one(margin, labels) -> float:
@@ -124,13 +129,11 @@ def _roc_auc_one(margin, labels) -> float:
 def roc_auc_draws(margin: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """ROC AUC of ``margin`` on each draw, in its rank form (Mann-Whitney: the share of positive-negative pairs
     ranked right, ties one half) from exact integer counts: the correctly rounded AUC, within 1e-12 of
-    scikit-learn's trapezoids; 0.5 for a draw with one class (as :func:`roc_auc`)."""
+    scikit-learn's trapezoids; 0.5 for a draw with one class (as the single-sample ``roc_auc``)."""
     order = np.argsort(margin, kind="stable")
     ranked = margin[order]
     starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # tie groups, ascending
-    draws = len(idx)
-    weight = np.bincount((idx + (np.arange(draws) * len(labels))[:, None]).ravel(),
-                         minlength=draws * len(labels)).reshape(draws, len(labels))[:, order]
+    weight = _draw_counts(np.arange(len(labels)), idx, len(labels))[:, order]  # each example's multiplicity
     pos = labels[order] == labels.max()
     wpos = np.add.reduceat(weight * pos, starts, axis=1)
     wneg = np.add.reduceat(weight * ~pos, starts, axis=1)
@@ -138,11 +141,10 @@ def roc_auc_draws(margin: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np
     twice_u = (wpos * (2 * below + wneg)).sum(axis=1)
     npos, nneg = wpos.sum(axis=1), wneg.sum(axis=1)
     denom = 2 * npos * nneg
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denom == 0, 0.5, twice_u / np.where(denom == 0, 1, denom))
+    return np.where(denom == 0, 0.5, twice_u / np.maximum(denom, 1))
 
 
-roc_auc = DrawMetric("roc_auc", _roc_auc_one, roc_auc_draws)
+roc_auc = DrawMetric(_roc_auc_one, roc_auc_draws)
 
 
 def _share_of_wins(mine: np.ndarray, others: np.ndarray) -> float:
