@@ -113,9 +113,32 @@ def adamw(params, lr: float, device: str):
     return torch.optim.AdamW(params, lr=lr)
 
 
+def clip_gradients(params: list, max_norm: float, device: str) -> None:
+    """``torch.nn.utils.clip_grad_norm_``, without the multiplication of every gradient by 1.0 when their norm is
+    within ``max_norm`` on the CPU (most steps; torch does it anyway only to save a GPU sync). The gradients are
+    the same bit for bit."""
+    import torch
+
+    total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], 2.0)
+    if device != "cpu" or not bool(max_norm / (total + 1e-6) >= 1.0):  # NaN norms still multiply
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+
+
 def pause_step(total: int, fraction: float) -> int:
     """The optimizer step at which a fine-tune of ``total`` steps pauses at ``fraction`` of its budget."""
     return min(max(1, round(total * fraction)), total)
+
+
+def _rows_to_train(model, encoded, tokenizer, cfg: TrainConfig, device: str, resume: dict | None):
+    """The input-embedding rows a fine-tune trains (``glp_bench.prune.used_rows``; ``None``: all). A resumed one
+    trains the rows its checkpoint did (its optimizer state has their shape)."""
+    from .used_rows import applies, used_rows
+
+    if resume is not None:
+        return resume.get("embedding_rows")
+    if not applies(model, cfg.weight_decay, device):
+        return None
+    return used_rows(encoded.with_format(None)["input_ids"], tokenizer.pad_token_id)
 
 
 def _set_rng(checkpoint: dict) -> None:
@@ -144,6 +167,7 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     from .distill import distill_loss
     from .memory import keep_freed_memory
     from .precision import autocast
+    from .used_rows import only_rows
 
     keep_freed_memory()  # no page faults step after step (glp_bench.prune.memory)
     set_seed(cfg.seed)
@@ -159,84 +183,87 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
     steps_per_epoch = len(loader)
     total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     model.to(device).train()
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    params = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    opt = adamw(params, cfg.lr, device)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-    regression = getattr(model.config, "problem_type", None) == "regression" or model.config.num_labels == 1
-    accepted = model_input_names(model)
-    stop = total if pause_at is None else pause_step(total, pause_at)
-    step, examples, epoch, skip = 0, 0, 0, 0
-    generator = loader.sampler.generator if hasattr(loader.sampler, "generator") else None
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        step, examples, epoch = resume["step"], resume["examples"], resume["epoch"]
-        skip = step - epoch * steps_per_epoch
-        if generator is not None:
-            generator.set_state(resume["epoch_generator"])
-    task_id = progress.add_task(description, total=total, steps=True) if progress is not None else None  # steps: no log line each
-    if task_id is not None and step:
-        progress.update(task_id, completed=step)
-    start, examples0 = time.perf_counter(), examples
-    first_step = None  # seconds of the first step (warm-up), excluded from the steady throughput
-    epoch_generator = None
-    while step < stop:
-        epoch_generator = generator.get_state() if generator is not None else None
-        if resume is not None and not skip:  # resuming on an epoch boundary: before the epoch's draw
-            _set_rng(resume)
-        batches = iter(loader)  # draws the epoch's order (and a number from torch's global generator)
-        for _ in range(skip):  # resuming mid-epoch: the batches already trained on
-            next(batches)
-        if resume is not None and skip:  # dropout continues where the paused fine-tune stopped
-            _set_rng(resume)
-        resume, skip = None, 0
-        for batch in batches:
-            rows = batch.pop("glp_row", None)
-            batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
-            with autocast(cfg.precision, device):
-                if distill:
-                    labels = batch.pop("labels")
-                    out = model(**batch)
-                    loss = distill_loss(out.logits, labels, teacher[rows], cfg.distill_alpha,
-                                        cfg.distill_temperature, regression)
-                else:
-                    loss = model(**batch).loss
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            examples += batch["input_ids"].shape[0]
-            if first_step is None:
-                first_step = (time.perf_counter() - start, examples - examples0)
-            if task_id is not None:
-                progress.update(task_id, advance=1, description=f"{description} [epoch {epoch + 1}/{math.ceil(cfg.epochs)}]")
-            if step >= stop:
-                break
-        else:
-            epoch += 1
-            continue
-        if step % steps_per_epoch == 0:  # stopped on an epoch's last batch
-            epoch += 1
+        model.load_state_dict(resume["model"])  # before the embedding's row subset: a full-size state
+    emb_rows = _rows_to_train(model, encoded_train, tokenizer, cfg, device, resume)
+    with only_rows(model, emb_rows):  # the same weights as training every row, faster (glp_bench.prune.used_rows)
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        params = [
+            {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        opt = adamw(params, cfg.lr, device)
+        sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        regression = getattr(model.config, "problem_type", None) == "regression" or model.config.num_labels == 1
+        accepted = model_input_names(model)
+        stop = total if pause_at is None else pause_step(total, pause_at)
+        step, examples, epoch, skip = 0, 0, 0, 0
+        generator = loader.sampler.generator if hasattr(loader.sampler, "generator") else None
+        if resume is not None:
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["scheduler"])
+            if scaler is not None and resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+            step, examples, epoch = resume["step"], resume["examples"], resume["epoch"]
+            skip = step - epoch * steps_per_epoch
+            if generator is not None:
+                generator.set_state(resume["epoch_generator"])
+        task_id = progress.add_task(description, total=total, steps=True) if progress is not None else None  # steps: no log line each
+        if task_id is not None and step:
+            progress.update(task_id, completed=step)
+        start, examples0 = time.perf_counter(), examples
+        first_step = None  # seconds of the first step (warm-up), excluded from the steady throughput
+        epoch_generator = None
+        while step < stop:
             epoch_generator = generator.get_state() if generator is not None else None
-        break
+            if resume is not None and not skip:  # resuming on an epoch boundary: before the epoch's draw
+                _set_rng(resume)
+            batches = iter(loader)  # draws the epoch's order (and a number from torch's global generator)
+            for _ in range(skip):  # resuming mid-epoch: the batches already trained on
+                next(batches)
+            if resume is not None and skip:  # dropout continues where the paused fine-tune stopped
+                _set_rng(resume)
+            resume, skip = None, 0
+            for batch in batches:
+                rows = batch.pop("glp_row", None)
+                batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
+                with autocast(cfg.precision, device):
+                    if distill:
+                        labels = batch.pop("labels")
+                        out = model(**batch)
+                        loss = distill_loss(out.logits, labels, teacher[rows], cfg.distill_alpha,
+                                            cfg.distill_temperature, regression)
+                    else:
+                        loss = model(**batch).loss
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    loss.backward()
+                clip_gradients(list(model.parameters()), 1.0, device)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                examples += batch["input_ids"].shape[0]
+                if first_step is None:
+                    first_step = (time.perf_counter() - start, examples - examples0)
+                if task_id is not None:
+                    progress.update(task_id, advance=1, description=f"{description} [epoch {epoch + 1}/{math.ceil(cfg.epochs)}]")
+                if step >= stop:
+                    break
+            else:
+                epoch += 1
+                continue
+            if step % steps_per_epoch == 0:  # stopped on an epoch's last batch
+                epoch += 1
+                epoch_generator = generator.get_state() if generator is not None else None
+            break
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -249,7 +276,7 @@ def fine_tune(model, encoded_train, tokenizer, cfg: TrainConfig, device: str = "
                   "rng": torch.get_rng_state(),
                   "cuda_rng": torch.cuda.get_rng_state() if device.startswith("cuda") else None, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                   "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                  "scaler": scaler.state_dict() if scaler is not None else None}
+                  "scaler": scaler.state_dict() if scaler is not None else None, "embedding_rows": emb_rows}
     done = examples - examples0  # this call's share (a resumed fine-tune's earlier part ran elsewhere)
     steady = (done - first_step[1]) / max(seconds - first_step[0], 1e-9) if first_step and done > first_step[1] \
         else done / max(seconds, 1e-9)
