@@ -161,3 +161,82 @@ def test_the_rungs_rank_by_the_margin_on_two_classes():
     assert cola.compute(logits, [0, 0, 1, 1])["matthews_correlation"] == 0.0  # what the step's metric sees
     stsb = get_task("stsb")
     assert rung_measure(stsb)[0] == stsb.main_metric and rung_outputs(stsb, np.array([[0.5]])).tolist() == [0.5]
+
+
+# --- the recipe sweep's first wave ------------------------------------------------------------------------
+
+def _sweep_fakes(fake):
+    calls = []
+
+    def scores(jobs):  # the whole budget at once (no halving)
+        for lr, _ in jobs:
+            calls.append((lr, 0.0, 1.0))
+            yield lr, {"score": fake[lr], "loss": 0.5, "seconds": 3.0}
+
+    def score_rung(removed, lrs, start, stop):
+        for lr in lrs:
+            calls.append((lr, start, stop))
+            yield lr, {"score": fake[lr] * stop, "loss": 0.5, "seconds": 1.0}
+
+    def cut(step, rung, records):
+        best = max(r["score"] for r in records.values())
+        leader = max(records, key=lambda c: (records[c]["score"], c))
+        return {"leader": leader, "stopped": {c: 0.01 for c, r in records.items() if r["score"] < best - 0.05}}
+
+    return scores, score_rung, cut, calls
+
+
+@pytest.mark.parametrize("fake, stopped, best", [
+    ({2e-5: 0.0, 5e-5: 0.1, 1e-4: 0.3, 2e-4: 0.2}, {"5e-05": "1/3", "0.0002": "2/3"}, 1e-4),
+    ({2e-5: 0.2, 5e-5: 0.3, 1e-4: 0.1, 2e-4: 0.0}, {"0.0001": "1/3", "0.0002": "1/3"}, 5e-5),  # then 2e-5, whole
+])
+def test_the_sweep_halves_its_first_wave_and_chooses_as_the_full_sweep(tmp_path, fake, stopped, best):
+    from glp_bench.core.rundir import RunDir
+    from glp_bench.prune.plan import make_plan
+    from glp_bench.prune.sweep import run_sweep
+
+    plan = make_plan("cola", "m", None, ["glp"])
+    full_scores, *_ = _sweep_fakes(fake)
+    plain = RunDir(tmp_path / "plain").create(plan.config(6))
+    assert run_sweep(plain, plan, full_scores, plain.save) == best
+    scores, score_rung, cut, calls = _sweep_fakes(fake)
+    run = RunDir(tmp_path / "r").create(plan.config(6))
+    assert run_sweep(run, plan, scores, run.save, ((1 / 3, 2 / 3), score_rung, cut)) == best
+    rec = run.data["recipe"]
+    assert {k: p["stopped_at"] for k, p in rec["points"].items() if "stopped_at" in p} == stopped
+    assert all(p["lr"] == float(k) for k, p in rec["points"].items())
+    survivors = {k for k in rec["points"] if k not in stopped}
+    assert {k: rec["points"][k]["score"] for k in survivors} == {k: plain.data["recipe"]["points"][k]["score"]
+                                                                 for k in survivors}
+    assert rec["chosen"] == plain.data["recipe"]["chosen"] and rec["skipped"] == plain.data["recipe"]["skipped"]
+    assert sum(stop - start for _, start, stop in calls) < len(plain.data["recipe"]["points"]) - 1  # compute saved
+    assert [r["at"] for r in rec["halving"]["rungs"]][:1] == ["1/3"]
+    # a sweep begun without halving (points, no halving log) finishes without it
+    scores, score_rung, cut, calls = _sweep_fakes(fake)
+    old = RunDir(tmp_path / "old").create(plan.config(6))
+    old.data["recipe"] = {"mode": "auto", **plan.sweep, "points": {"0.0002": {"lr": 2e-4, "score": fake[2e-4]}},
+                          "chosen": None}
+    assert run_sweep(old, plan, scores, old.save, ((1 / 3, 2 / 3), score_rung, cut)) == best
+    assert "halving" not in old.data["recipe"] and all((start, stop) == (0.0, 1.0) for _, start, stop in calls)
+
+
+def test_the_sweep_with_halving_ends_as_the_full_sweep_on_a_tiny_model(tiny6, cola_dir, tmp_path):
+    """The real CLI, auto recipe: every lr that trains its whole budget has bit for bit the full sweep's record;
+    the paused states are gone at the end."""
+    runs = {}
+    for halving in ("off", "on"):
+        args = _args(tiny6, cola_dir, tmp_path / halving, halving)
+        args[args.index("--lr"):args.index("--lr") + 2] = []  # the sweep picks the lr
+        args[args.index("--min-depth") + 1] = "5"
+        args[args.index("--strategy") + 1] = "top"  # no search: the sweep and two finals
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        runs[halving] = _manifest(tmp_path / halving)["recipe"]
+    off, on = runs["off"], runs["on"]
+    assert "halving" not in off and on["halving"]["rungs"][0]["at"] == "1/3"
+    assert set(on["points"]) == set(off["points"]) == {"5e-05", "0.0001", "0.0002"}
+    survivors = [k for k, p in on["points"].items() if "stopped_at" not in p]
+    assert survivors and all(_same(on["points"][k]) == _same(off["points"][k]) for k in survivors)
+    if off["chosen"]["lr"] in [on["points"][k]["lr"] for k in survivors]:
+        assert on["chosen"] == off["chosen"]
+    assert (tmp_path / "on" / "search" / "sweep").is_dir() and not list((tmp_path / "on").glob("search/sweep/paused/*"))

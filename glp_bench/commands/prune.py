@@ -82,9 +82,10 @@ def add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="re-score the K best candidates of a step decided within noise (paired bootstrap) with 2 "
                    "extra seeds each (default 0: off)")
     g.add_argument("--search-halving", default=None, choices=["on", "off"],
-                   help="successive halving inside each GLP step: every candidate trains 1/3 of its budget, those "
-                   "the paired bootstrap places clearly behind the leader stop, the rest go on (again at 2/3); the "
-                   "survivors end exactly as in full GLP (default: on for --budget fast, off otherwise)")
+                   help="successive halving inside each GLP step and the recipe sweep: every candidate (or lr) "
+                   "trains 1/3 of its budget, those the paired bootstrap places clearly behind the leader stop, the "
+                   "rest go on (again at 2/3); the survivors end exactly as without it (default: on for --budget "
+                   "fast, off otherwise)")
     g.add_argument("--final-seeds", type=seeds_int, default=1,
                    help="seeds per final model; the report shows mean and std; the first seed's model is the one "
                    "saved and exported (default 1)")

@@ -325,6 +325,17 @@ class RunDir:
         return self.inside(self.path / "search" / f"step-{step + 1:02d}" / "paused" / f"layer-{layer:02d}.seed-{seed}.pt",
                            "the search folder")
 
+    def sweep_preds_path(self, lr: float, seed: int | str, rung: int | None = None) -> Path:
+        """Held-out predictions of one recipe-sweep point at a rung of successive halving
+        (``search/sweep/lr-L.seed-S.rung-R.npy``; ``rung`` None: the whole budget's)."""
+        at = "" if rung is None else f".rung-{rung + 1}"
+        return self.inside(self.path / "search" / "sweep" / f"lr-{lr:g}.seed-{seed}{at}.npy", "the search folder")
+
+    def sweep_paused_path(self, lr: float, seed: int | str) -> Path:
+        """The saved state of a recipe-sweep point paused by successive halving (removed once it stops or
+        finishes)."""
+        return self.inside(self.path / "search" / "sweep" / "paused" / f"lr-{lr:g}.seed-{seed}.pt", "the search folder")
+
     @property
     def latency_dir(self) -> Path:
         return self.inside(self.path / LATENCY_DIR, "the latency folder")

@@ -247,7 +247,8 @@ def _recipe_text(plan, run) -> str:
                 f"{plan.sweep['warmup_ratio']:g}, on the 85/15 split)")
     elif plan.recipe == "auto" and plan.sweep:
         pts = rec.get("points", {})
-        got = ", ".join(f"{k}: {v['score']:.3f}" for k, v in sorted(pts.items(), key=lambda kv: kv[1]["lr"]))
+        got = ", ".join(f"{k}: {v['score']:.3f}" + (f" (stopped at {v['stopped_at']})" if v.get("stopped_at") else "")
+                        for k, v in sorted(pts.items(), key=lambda kv: kv[1]["lr"]))
         got += "".join(f", {x:g}: not tried" for x in rec.get("skipped", []))
         text = (f"recipe auto: lr {rec['chosen']['lr']:g} (held-out {got}; decided by {rec['chosen']['decided_by']}), "
                 f"warm-up {plan.final.warmup_ratio:g}")

@@ -136,11 +136,13 @@ Cut = Callable[[int, int, dict[int, Score]], dict]
 
 
 def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[int], rungs: tuple[float, ...],
-                 score_rung: ScoreRung, cut: Cut, on_update: Callable[[], None]) -> None:
+                 score_rung: ScoreRung, cut: Cut, on_update: Callable[[], None],
+                 key: Callable[[int], str] = str) -> None:
     """Fill ``step["candidates"]`` by successive halving (``glp_bench.prune.halving``): every candidate to the
     first rung, those clearly behind the leader stop (recorded with their rung score and ``"stopped_at"``), the
     others go on to the next rung and finally to the whole budget. Logged in ``step["halving"]``
-    (``{"rungs": [{"at", "candidates", "leader", "stopped"}]}``) and resumable at every candidate."""
+    (``{"rungs": [{"at", "candidates", "leader", "stopped"}]}``) and resumable at every candidate. ``key``: a
+    candidate's key in those records (the recipe sweep's are its learning rates)."""
     from .halving import rung_label
 
     h = step.setdefault("halving", {"rungs": []})
@@ -152,26 +154,26 @@ def halving_step(step_idx: int, step: dict, removed: list[int], remaining: list[
             h["rungs"].append({"at": rung_label(at), "candidates": {}, "leader": None, "stopped": None})
         rung = h["rungs"][r]
         if rung["stopped"] is None:
-            todo = [c for c in live if str(c) not in rung["candidates"]]
+            todo = [c for c in live if key(c) not in rung["candidates"]]
             for cand, rec in score_rung(tuple(removed), todo, start, at) if todo else ():
-                rung["candidates"][str(cand)] = _so_far(rec, h["rungs"][r - 1] if r else None, cand)
+                rung["candidates"][key(cand)] = _so_far(rec, h["rungs"][r - 1] if r else None, key(cand))
                 on_update()
-            decision = cut(step_idx, r, {c: rung["candidates"][str(c)] for c in live})
-            rung.update(decision, stopped={str(c): share for c, share in decision["stopped"].items()})
-            for c in rung["stopped"]:
-                step["candidates"][c] = {**rung["candidates"][c], "stopped_at": rung["at"]}
+            decision = cut(step_idx, r, {c: rung["candidates"][key(c)] for c in live})
+            rung.update(decision, stopped={key(c): share for c, share in decision["stopped"].items()})
+            for k in rung["stopped"]:
+                step["candidates"][k] = {**rung["candidates"][k], "stopped_at": rung["at"]}
             on_update()
-        live = [c for c in live if str(c) not in rung["stopped"]]
+        live = [c for c in live if key(c) not in rung["stopped"]]
         start = at
-    todo = [c for c in live if str(c) not in step["candidates"]]
+    todo = [c for c in live if key(c) not in step["candidates"]]
     for cand, rec in score_rung(tuple(removed), todo, start, 1.0) if todo else ():
-        step["candidates"][str(cand)] = _so_far(rec, h["rungs"][-1] if h["rungs"] else None, cand)
+        step["candidates"][key(cand)] = _so_far(rec, h["rungs"][-1] if h["rungs"] else None, key(cand))
         on_update()
 
 
-def _so_far(rec: Score, previous: dict | None, cand: int) -> Score:
+def _so_far(rec: Score, previous: dict | None, key: str) -> Score:
     """``rec`` with ``seconds`` counting the candidate's earlier rungs too (its whole fine-tune so far)."""
-    before = ((previous or {}).get("candidates") or {}).get(str(cand)) or {}
+    before = ((previous or {}).get("candidates") or {}).get(key) or {}
     return {**rec, "seconds": round(float(rec.get("seconds") or 0) + float(before.get("seconds") or 0), 2)}
 
 

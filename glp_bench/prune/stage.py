@@ -17,7 +17,8 @@ best held-out score (loss breaks ties) for every fine-tune. Distillation (defaul
 from the run's fine-tuned full-depth model, whose train logits ``ensure_teacher`` stores once. Noise: every candidate's held-out predictions are stored
 (``RunDir.preds_path``) and ``step_assessor`` bootstraps each step (``glp_bench.prune.noise``). Seeds: ``--search-seeds``,
 ``--rescore-close`` (``RESCORE_SEEDS`` extra), ``--final-seeds`` (``run_finals``). Successive halving inside
-each GLP step (``--search-halving``, on for the fast budget): ``glp_bench.prune.halving``. Depth epochs
+each GLP step and in the recipe sweep's first wave (``--search-halving``, on for the fast budget):
+``glp_bench.prune.halving``. Depth epochs
 (``--depth-epochs``, ``DEPTH_EPOCHS``): ``scaled`` (default but for the paper budget) trains a final of d of
 the model's L layers ``epochs * L / d`` epochs, the full model's compute; ``same`` trains every depth
 ``epochs`` (the paper).
@@ -46,7 +47,7 @@ from .finals import record_comparison, run_finals
 from .halving import RUNGS
 from .plan import PrunePlan, _budget_text, _recipe_text, estimate_seconds, search_waves, with_recipe
 from .steps import candidate_scorer, removal_orders, rung_cutter, rung_scorer, step_assessor
-from .sweep import run_sweep, sweep_lines
+from .sweep import run_sweep, sweep_halving, sweep_lines
 from .work import eta_text, finals_left, prune_work, sweep_first_wave
 from .workload import Workload
 
@@ -197,7 +198,9 @@ def prune_run(plan: PrunePlan, run: RunDir, console) -> dict[str, list[int]]:
         if plan.sweep and not chosen:
             progress.update(overall, description="recipe sweep")
             plan = with_recipe(plan, run_sweep(run, plan, executor.scores,
-                                               sweep_lines(run, plan, pruner.task.main_metric, console, on_update)))
+                                               sweep_lines(run, plan, pruner.task.main_metric, console, on_update),
+                                               sweep_halving(run, plan, executor, pruner.task,
+                                                             pruner.work.held["labels"])))
             pruner.use(plan)
             executor.load(pruner)
             console.print(_recipe_text(plan, run))

@@ -4,7 +4,10 @@ candidates scored through the executor, their held-out predictions stored and ea
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +47,34 @@ def candidate_scorer(run: RunDir, executor, seeds: list[int]):
     return score_many
 
 
-def rung_scorer(run: RunDir, executor, seeds: list[int], rungs: tuple[float, ...]):
+@dataclass(frozen=True)
+class ArmFiles:
+    """Where successive halving keeps an arm's held-out predictions (``preds(step, arm, seed, rung)``) and
+    paused states (``paused(step, arm, seed)``): a GLP step's candidates by default, ``sweep_files`` for the
+    recipe sweep's learning rates."""
+
+    preds: Callable[..., Path]
+    paused: Callable[[int, Any, Any], Path]
+
+
+def glp_files(run: RunDir) -> ArmFiles:
+    return ArmFiles(run.preds_path, run.paused_path)
+
+
+def sweep_files(run: RunDir) -> ArmFiles:
+    return ArmFiles(lambda step, lr, seed, rung=None: run.sweep_preds_path(lr, seed, rung),
+                    lambda step, lr, seed: run.sweep_paused_path(lr, seed))
+
+
+def rung_scorer(run: RunDir, executor, seeds: list[int], rungs: tuple[float, ...], files: ArmFiles | None = None,
+                job: Callable[[tuple[int, ...], Any], dict] | None = None):
     """``score_rung`` for ``greedy_search``'s successive halving: the executor trains each candidate from
-    ``start`` to ``stop`` (shares of its budget) from the state saved at ``start`` (``RunDir.paused_path``; a
+    ``start`` to ``stop`` (shares of its budget) from the state saved at ``start`` (``files.paused``; a
     missing file: from the beginning, the same result); a paused candidate's state is saved for the next rung,
-    a finished one's removed. Predictions are stored per rung (``RunDir.preds_path``), the last as full GLP's."""
+    a finished one's removed. Predictions are stored per rung (``files.preds``), the last as the full budget's.
+    ``job(removed, arm)``: the score job's arguments (default: GLP's candidate ``arm``)."""
+    files = files or glp_files(run)
+    job = job or (lambda removed, c: {"removed": tuple(removed), "candidate": c})
 
     def score_rung(removed, candidates, start, stop):
         step = len(removed)
@@ -57,43 +83,43 @@ def rung_scorer(run: RunDir, executor, seeds: list[int], rungs: tuple[float, ...
         def resume_of(c):
             if start <= 0:
                 return None
-            paths = {str(s): run.paused_path(step, c, s) for s in seeds}
+            paths = {str(s): files.paused(step, c, s) for s in seeds}
             return {s: str(p) for s, p in paths.items()} if all(p.is_file() for p in paths.values()) else None
 
-        jobs = []
-        for c in candidates:
-            resume = resume_of(c)
-            jobs.append((c, {"removed": tuple(removed), "candidate": c, "seeds": seeds,
-                             "pause_at": stop if stop < 1 else None, "resume": resume}))
+        jobs = [(c, {**job(removed, c), "seeds": seeds, "pause_at": stop if stop < 1 else None,
+                     "resume": resume_of(c)}) for c in candidates]
         for c, rec in executor.scores(jobs):
-            store_preds(run, step, c, rec.pop("preds"), rung)
+            store_preds(run, step, c, rec.pop("preds"), rung, files)
             for seed, state in (rec.pop("checkpoints", None) or {}).items():
-                save_state(run.paused_path(step, c, seed), state)
+                save_state(files.paused(step, c, seed), state)
             if stop >= 1:
-                drop_paused(run, step, c, seeds)
+                drop_paused(run, step, c, seeds, files)
             yield c, rec
 
     return score_rung
 
 
-def rung_cutter(run: RunDir, task, held_labels, seed: int, seeds: list[int]):
+def rung_cutter(run: RunDir, task, held_labels, seed: int, seeds: list[int], files: ArmFiles | None = None,
+                key: Callable[[Any], str] = str):
     """``cut(step, rung, records)`` for successive halving: the rung's measure per candidate
-    (``glp_bench.prune.halving.rung_measure``), its leader and those the paired bootstrap places clearly behind
-    it (``behind``: ``{candidate: share of draws at least the leader}``); their paused states are removed."""
+    (``glp_bench.prune.halving.rung_measure``, keyed by ``key``), its leader and those the paired bootstrap
+    places clearly behind it (``behind``: ``{candidate: share of draws at least the leader}``); their paused
+    states are removed."""
     from .halving import behind, rung_measure
     from .noise import draw_scores
 
+    files = files or glp_files(run)
     labels = np.asarray(held_labels)
     name, metric = rung_measure(task)
 
     def cut(step: int, rung: int, records: dict) -> dict:
-        preds = {c: np.stack([np.load(run.preds_path(step, c, s, rung)) for s in seeds]) for c in records}
+        preds = {c: np.stack([np.load(files.preds(step, c, s, rung)) for s in seeds]) for c in records}
         values = {c: float(np.mean([metric(p, labels) for p in preds[c]])) for c in preds}
         leader = max(values, key=lambda c: (values[c], c))
         out = behind(draw_scores(preds, labels, metric, seed=seed + step), leader)
         for c in out:
-            drop_paused(run, step, c, seeds)
-        return {"measure": name, "values": {str(c): round(v, 6) for c, v in values.items()}, "leader": leader,
+            drop_paused(run, step, c, seeds, files)
+        return {"measure": name, "values": {key(c): round(v, 6) for c, v in values.items()}, "leader": leader,
                 "stopped": out}
 
     return cut
@@ -106,10 +132,11 @@ def save_state(path: Path, state: dict) -> None:
     _atomic(path, lambda f: torch.save(state, f))
 
 
-def drop_paused(run: RunDir, step: int, layer: int, seeds) -> None:
+def drop_paused(run: RunDir, step: int, layer, seeds, files: ArmFiles | None = None) -> None:
+    files = files or glp_files(run)
     for s in seeds:
-        run.paused_path(step, layer, s).unlink(missing_ok=True)
-    folder = run.paused_path(step, layer, seeds[0]).parent
+        files.paused(step, layer, s).unlink(missing_ok=True)
+    folder = files.paused(step, layer, seeds[0]).parent
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
 
@@ -128,9 +155,10 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def store_preds(run: RunDir, step: int, layer: int, preds: dict, rung: int | None = None) -> None:
+def store_preds(run: RunDir, step: int, layer, preds: dict, rung: int | None = None,
+                files: ArmFiles | None = None) -> None:
     for seed, p in preds.items():
-        save_array(run.preds_path(step, layer, seed, rung), p)
+        save_array((files or glp_files(run)).preds(step, layer, seed, rung), p)
 
 
 def step_assessor(run: RunDir, task, held_labels, seed: int):
