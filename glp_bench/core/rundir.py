@@ -16,7 +16,8 @@ resumed, or run on another machine (prune on a GPU box, bench on the target devi
     config:      task, model, budget, search/final TrainConfig, seed, min_depth, original_depth, recipe, sweep,
                  precision, search_seeds, rescore_close, final_seeds, depth_epochs, student_init, pooling,
                  reference_epochs, search_halving, ...
-    recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "skipped", "chosen"}
+    recipe:      the auto recipe's sweep: {"lrs", "warmup_ratio", "points": {"<lr>": score record}, "skipped", "chosen",
+                 "halving" (with --search-halving on: its rungs, as a GLP step's)}
     teacher:     {"model": "depth-06", "path": "teacher/train-logits.npy", "sha256", ...}   # distillation
     strategies:  {name: {"order": [layer, ...],              # removal order, original numbering
                          "steps": [{"removed": [...],        # layers removed before this step

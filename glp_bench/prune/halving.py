@@ -1,4 +1,4 @@
-"""Successive halving inside a GLP step (``--search-halving on``). Pure logic.
+"""Successive halving inside a GLP step and in the recipe sweep's first wave (``--search-halving on``). Pure logic.
 
 Every candidate of a step first trains a share of its budget (the rungs ``RUNGS``: 1/3, then 2/3 of its steps,
 the learning-rate schedule always the full budget's) and is scored on the held-out 15%. At each rung the
