@@ -195,7 +195,7 @@ def test_the_sweep_halves_its_first_wave_and_chooses_as_the_full_sweep(tmp_path,
     from glp_bench.prune.plan import make_plan
     from glp_bench.prune.sweep import run_sweep
 
-    plan = make_plan("cola", "m", None, ["glp"])
+    plan = make_plan("cola", "m", None, ["glp"], pooling="cls")  # cls: no hub lookup for "m"
     full_scores, *_ = _sweep_fakes(fake)
     plain = RunDir(tmp_path / "plain").create(plan.config(6))
     assert run_sweep(plain, plan, full_scores, plain.save) == best
@@ -208,8 +208,10 @@ def test_the_sweep_halves_its_first_wave_and_chooses_as_the_full_sweep(tmp_path,
     survivors = {k for k in rec["points"] if k not in stopped}
     assert {k: rec["points"][k]["score"] for k in survivors} == {k: plain.data["recipe"]["points"][k]["score"]
                                                                  for k in survivors}
-    assert rec["chosen"] == plain.data["recipe"]["chosen"] and rec["skipped"] == plain.data["recipe"]["skipped"]
-    assert sum(stop - start for _, start, stop in calls) < len(plain.data["recipe"]["points"]) - 1  # compute saved
+    chosen, plain_chosen = rec["chosen"], plain.data["recipe"]["chosen"]
+    assert chosen["lr"] == plain_chosen["lr"] and rec["skipped"] == plain.data["recipe"]["skipped"]
+    assert chosen["decided_by"] == ("successive halving" if len(survivors) == 1 else plain_chosen["decided_by"])
+    assert sum(stop - start for _, start, stop in calls) <= len(plain.data["recipe"]["points"]) - 1  # a budget saved
     assert [r["at"] for r in rec["halving"]["rungs"]][:1] == ["1/3"]
     # a sweep begun without halving (points, no halving log) finishes without it
     scores, score_rung, cut, calls = _sweep_fakes(fake)

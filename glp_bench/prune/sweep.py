@@ -62,8 +62,10 @@ def run_sweep(run: RunDir, plan: PrunePlan, scores, on_update, halving=None) -> 
             break
         tried = [grid[lower - 1], *tried]
     rec["skipped"] = [lr for lr in grid if lr not in tried]
-    rec["chosen"] = {"lr": tried[best], "warmup_ratio": sweep["warmup_ratio"],
-                     "decided_by": decided_by(points, best)}
+    how = decided_by(points, best)
+    if how == "only candidate" and len(points) < len(tried):
+        how = "successive halving"  # the others stopped early
+    rec["chosen"] = {"lr": tried[best], "warmup_ratio": sweep["warmup_ratio"], "decided_by": how}
     on_update()
     return rec["chosen"]["lr"]
 
