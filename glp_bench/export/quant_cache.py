@@ -3,11 +3,19 @@
 The fp32-node exclusion (``quant_exclude``) quantizes the same source graph once per node it ranks and once per
 step, each time leaving other nodes in fp32. ``onnxruntime.quantization.quantize_dynamic`` re-runs shape
 inference on the source and re-quantizes every weight (per channel: a Python loop over the channels) each
-time. :func:`quantize_dynamic_cached` does exactly what ``quantize_dynamic`` does, with two things kept in a
-:class:`WeightCache` for one source: the shape-inferred source model (copied per call), and the initializers
-each weight quantizes to (ORT's ``quantize_initializer_impl`` / ``quantize_weight_per_channel_impl``, keyed by
-the weight's name, content and the quantization arguments). The files it writes are byte for byte those of the
-uncached path (``int8_select.quantize`` without a cache; tests check it).
+time. :func:`quantize_dynamic_cached` does exactly what ``quantize_dynamic`` does, with three things kept in a
+:class:`WeightCache` for one source:
+
+* the shape-inferred source model (copied per call);
+* the model the quantizer re-infers after turning Gemm into MatMul. ``ONNXQuantizer.__init__`` saves and reloads
+  it through a temp folder on every call (0.2 s for all-MiniLM-L6-v2); it is kept per graph structure;
+* the initializers each weight quantizes to (ORT's ``quantize_initializer_impl`` /
+  ``quantize_weight_per_channel_impl``), keyed by the weight's name, shape and the quantization arguments. A hit
+  also needs the same bytes, compared directly rather than hashed (hashing 90 MB per call cost more than
+  quantizing).
+
+The files it writes are byte for byte those of the uncached path (``int8_select.quantize`` without a cache;
+tests check it).
 
 :func:`unquantized_nodes` names the nodes a quantized graph left as they were (e.g. the activation-by-activation
 MatMuls with ``MatMulConstBOnly``): excluding one of them changes nothing, so its sensitivity is 0 without a trial.
@@ -16,7 +24,6 @@ MatMuls with ``MatMulConstBOnly``): excluding one of them changes nothing, so it
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 
@@ -27,7 +34,8 @@ class WeightCache:
     def __init__(self):
         self.model = None
         self.model_source: str | None = None
-        self.weights: dict[tuple, tuple] = {}
+        self.weights: dict[tuple, tuple] = {}  # key -> (weight bytes, names, added initializers)
+        self.inferred: dict[tuple, object] = {}  # graph structure -> the re-inferred model
         self.hits = 0
         self.misses = 0
 
@@ -43,9 +51,28 @@ class WeightCache:
         return copy
 
 
+    def reinferred(self, model, reload):
+        """``reload(model)`` (ORT's ``save_and_reload_model_with_shape_infer``), kept per graph structure (nodes,
+        initializer names and shapes: what shape inference reads besides the weights' values); a copy."""
+        import onnx
+
+        g = model.graph
+        key = (tuple((n.op_type, n.name, tuple(n.input), tuple(n.output)) for n in g.node),
+               tuple((t.name, tuple(t.dims), t.data_type) for t in g.initializer),
+               tuple(i.SerializeToString() for i in (*g.input, *g.output)), tuple(o.version for o in model.opset_import))
+        if key not in self.inferred:
+            self.inferred[key] = reload(model)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.inferred[key])
+        return copy
+
+
 def _key(kind: str, tensor, *args) -> tuple:
-    digest = hashlib.blake2b(tensor.raw_data or tensor.SerializeToString(), digest_size=16).hexdigest()
-    return (kind, tensor.name, tuple(tensor.dims), tensor.data_type, digest, *args)
+    return (kind, tensor.name, tuple(tensor.dims), tensor.data_type, *args)
+
+
+def _content(tensor) -> bytes:
+    return tensor.raw_data or tensor.SerializeToString()
 
 
 @functools.cache
@@ -57,12 +84,21 @@ def _quantizer_class():
         """ORT's ``ONNXQuantizer``; a weight quantized before (same name, content, arguments) gets its recorded
         initializers instead of being quantized again."""
 
-        cache: WeightCache
+        def __init__(self, cache: WeightCache, *args):
+            from onnxruntime.quantization import onnx_quantizer
 
-        def _memo(self, key, compute):
+            self.cache = cache
+            reload = onnx_quantizer.save_and_reload_model_with_shape_infer
+            onnx_quantizer.save_and_reload_model_with_shape_infer = lambda m: cache.reinferred(m, reload)
+            try:  # the one call of it in __init__ (dynamic quantization) goes through the cache
+                super().__init__(*args)
+            finally:
+                onnx_quantizer.save_and_reload_model_with_shape_infer = reload
+
+        def _memo(self, key, content: bytes, compute):
             inits = self.model.model.graph.initializer
             hit = self.cache.weights.get(key)
-            if hit is None:
+            if hit is None or hit[0] != content:
                 before = len(inits)
                 names = compute()
                 added = []
@@ -70,10 +106,10 @@ def _quantizer_class():
                     c = type(t)()
                     c.CopyFrom(t)
                     added.append(c)
-                self.cache.weights[key] = (names, added)
+                self.cache.weights[key] = (content, names, added)
                 self.cache.misses += 1
                 return names
-            names, added = hit
+            _, names, added = hit
             for t in added:
                 c = type(t)()
                 c.CopyFrom(t)
@@ -83,7 +119,7 @@ def _quantizer_class():
 
         def quantize_initializer_impl(self, weight, qType, reduce_range=False, keep_float_weight=False):  # noqa: N803
             key = _key("tensor", weight, qType, reduce_range, keep_float_weight)
-            return self._memo(key, lambda: super(CachedQuantizer, self).quantize_initializer_impl(
+            return self._memo(key, _content(weight), lambda: super(CachedQuantizer, self).quantize_initializer_impl(
                 weight, qType, reduce_range, keep_float_weight))
 
         def quantize_weight_per_channel_impl(self, weight_name, weight_qType, channel_axis, reduce_range=True,  # noqa: N803
@@ -93,7 +129,7 @@ def _quantizer_class():
                 return super().quantize_weight_per_channel_impl(weight_name, weight_qType, channel_axis,
                                                                 reduce_range, keep_float_weight)
             key = _key("channel", init, weight_qType, channel_axis, reduce_range, keep_float_weight)
-            return self._memo(key, lambda: super(CachedQuantizer, self).quantize_weight_per_channel_impl(
+            return self._memo(key, _content(init), lambda: super(CachedQuantizer, self).quantize_weight_per_channel_impl(
                 weight_name, weight_qType, channel_axis, reduce_range, keep_float_weight))
 
     return CachedQuantizer
@@ -108,10 +144,9 @@ def quantize_dynamic_cached(source: Path, out: Path, cache: WeightCache, *, per_
 
     model = update_opset_version(cache.source_model(source), weight_type)
     cls = _quantizer_class()
-    quantizer = cls(model, per_channel, False, QuantizationMode.IntegerOps, False, weight_type, QuantType.QUInt8,
-                    None, [], list(nodes_to_exclude or []), list(IntegerOpsRegistry.keys()),
+    quantizer = cls(cache, model, per_channel, False, QuantizationMode.IntegerOps, False, weight_type,
+                    QuantType.QUInt8, None, [], list(nodes_to_exclude or []), list(IntegerOpsRegistry.keys()),
                     {"MatMulConstBOnly": True})
-    quantizer.cache = cache
     quantizer.quantize_model()
     del quantizer.model.model.graph.value_info[:]
     quantizer.model.save_model_to_file(str(out), False)
