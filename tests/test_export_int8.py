@@ -18,8 +18,8 @@ TINY = {"rounds": 1, "min_runs": 3, "min_time": 0.0}
 # --- the selection rule, on fake timings -------------------------------------------------------------------
 
 
-def r(name, ms, err=None, status="ok"):
-    return {"name": name, "status": status, "latency_ms": ms, "logit_error": err}
+def r(name, ms, err=None, status="ok", cv=None):
+    return {"name": name, "status": status, "latency_ms": ms, "logit_error": err, "cv": cv}
 
 
 def test_the_fastest_candidate_wins_and_says_why():
@@ -43,6 +43,19 @@ def test_within_the_tie_the_more_accurate_wins_and_failed_ones_never_do():
     assert choose([r("a", 10.1, 0.1), r("b", 10.0, 0.1)])[0] == "a"
     winner, why = choose([r("a", 10.0), r("b", 10.1)])
     assert winner == "a" and "the fastest" in why and "no logit errors measured" in why
+
+
+def test_a_noisy_timing_widens_the_tie_to_its_spread():
+    """The 3.4% gap of a run whose samples spread 9% (CV) is no evidence; in a quiet run it is."""
+    from glp_bench.export.int8_select import choose
+
+    noisy = [r("unfused-s8", 11.74, 0.17, cv=0.088), r("unfused-s8-channel", 12.11, 0.073, cv=0.06)]
+    winner, why = choose(noisy)
+    assert winner == "unfused-s8-channel" and "within 9% (the timing's spread)" in why
+    quiet = [r("unfused-s8", 11.74, 0.17, cv=0.02), r("unfused-s8-channel", 12.11, 0.073, cv=0.014)]
+    assert choose(quiet)[0] == "unfused-s8"
+    # the spread of a pair, not of a third candidate: fused's noise widens nothing for the others
+    assert choose([r("a", 10.0, 0.2, cv=0.01), r("b", 10.5, 0.1, cv=0.01), r("c", 20.0, 0.0, cv=0.5)])[0] == "a"
 
 
 def test_no_candidate_left_is_a_clear_error():
