@@ -22,7 +22,7 @@ inference by inference as in the CI gate, CPU time on one thread) at batch 1, se
 unless told otherwise; the fastest by balanced median wins, except that among the candidates within
 ``TIE`` (3%) of it the one with the smallest logit error against fp32 on calibration inputs (train split)
 wins. The band widens to a pair's sample spread (the larger coefficient of variation of the two) when their
-timing was noisier than that: all-MiniLM-L6-v2's unfused-s8 and unfused-s8-channel were 0.8-3.4% apart in four
+timing was noisier than that: all-MiniLM-L6-v2's unfused-s8 and unfused-s8-channel were 0.9-3.4% apart in five
 runs on one machine, and the 3.4% run had a CV of 9%. A candidate that fails to build or to run is recorded as failed with its reason; the others are kept.
 """
 
