@@ -290,6 +290,67 @@ def test_the_ranking_skips_only_nodes_the_quantizer_leaves_alone(tiny_fp32, tmp_
     full = rank_by_sensitivity(nodes, error_with)
     assert fast == full
 
+def test_only_candidates_the_exclusion_slowdown_could_let_win_are_tried():
+    from glp_bench.export.int8 import slower_but_maybe_faster
+
+    sel = {"candidates": [r("a", 10.0), r("b", 10.2), r("c", 12.0), r("d", 14.0), r("e", 11.0, status="failed")]}
+    qe = {"before": {"latency_ms": 20.0}, "after": {"latency_ms": 26.0}}  # 1.3x slower with its fp32 nodes
+    assert slower_but_maybe_faster(sel, "a", qe) == ["b", "c"]  # d: 1.4x, beyond; e: failed
+    assert slower_but_maybe_faster(sel, "a", {"before": {"latency_ms": 20.0}, "after": {"latency_ms": 20.4}}) == []
+    assert slower_but_maybe_faster(sel, "a", {"before": {}, "after": {"latency_ms": 26.0}}) == []  # not timed
+
+
+def _int8_weights(path) -> bool:
+    import onnx
+
+    return any(i.data_type == onnx.TensorProto.INT8 for i in onnx.load(str(path)).graph.initializer)
+
+
+@pytest.mark.parametrize("excluded_ms, switched", [(2.0, True), (1.1, False)])
+def test_a_candidate_that_keeps_the_score_as_built_replaces_a_slowed_winner(tiny_fp32, tmp_path, excluded_ms,
+                                                                           switched):
+    """The fastest candidate (u8s8 per channel) loses 10 points unless every node stays fp32, which makes it 2x
+    slower; u8u8 weights keep the score as built. It ships when it times faster than the excluded winner, timed
+    side by side (``excluded_ms``)."""
+    import onnx
+
+    from glp_bench.export.int8 import build_int8, int8_notes
+    from glp_bench.export.int8_select import MeasureSpec
+
+    fp32, config, calib = tiny_fp32
+    work = tmp_path / "onnx"
+    work.mkdir()
+    (work / "model.onnx").write_bytes(fp32.read_bytes())
+    speed = {"unfused-s8-channel": 1.0, "unfused-s8": 1.1, "unfused-u8": 1.2, "fused": 1.3, "fused-tensor": 1.3,
+             "before": 1.0, "after": 2.0, "excluded": excluded_ms}
+    decided = []
+
+    def decide(path, variant):  # 10 points below fp32 while any weight is int8
+        decided.append(variant)
+        return 0.50 if variant == "int8" and _int8_weights(path) else 0.60
+
+    rec = build_int8(work / "model.onnx", config, "avx2", choice="auto", max_quant_drop=1.0, model="depth-02",
+                     chosen={}, calib=calib, decide=decide, spec=MeasureSpec(seq=32, **TINY),
+                     timer=lambda paths, spec: {n: {"latency_ms": speed[n]} for n in paths})
+    sw = rec["selection"]["switched"]
+    assert sw["from"] == "unfused-s8-channel" and [t["name"] for t in sw["tried"]] == ["unfused-s8", "unfused-u8"]
+    assert [t["within_budget"] for t in sw["tried"]] == [False, True]
+    dst = work / "model.int8.onnx"
+    notes = int8_notes({"depth-02": {"depth": 2, "onnx": {"int8": {"build": rec}}}}, ["depth-02"])
+    if switched:
+        assert rec["candidate"] == sw["to"] == "unfused-u8" and rec["weights"] == "u8u8"
+        qe = rec["quant_exclusion"]
+        assert qe["excluded"] == [] and qe["drop_points"] == pytest.approx(0.0) and qe["instead_of"]["excluded"] > 10
+        assert not _int8_weights(dst) and any(n.op_type == "MatMulInteger" for n in onnx.load(str(dst)).graph.node)
+        assert any("unfused-u8 shipped instead of unfused-s8-channel" in n for n in notes)
+    else:  # u8 keeps the score but times slower than the winner with its fp32 nodes: the winner stays
+        assert rec["candidate"] == "unfused-s8-channel" and sw["to"] is None and rec["quant_exclusion"]["excluded"]
+        assert sw["tried"][1]["latency_ms"] == 1.2 and sw["tried"][1]["excluded_latency_ms"] == 1.1
+        assert "MatMul" in {n.op_type for n in onnx.load(str(dst)).graph.node}  # the winner's file, fp32 nodes in it
+        assert any("no candidate kept the score without fp32 nodes faster" in n for n in notes)
+    assert not list(work.glob(".int8-*"))  # no temporary folder left
+
+
 def test_report_notes_show_the_excluded_nodes_and_before_after():
     from glp_bench.export.int8 import int8_notes
 

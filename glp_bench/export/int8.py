@@ -9,10 +9,17 @@ The candidate is timed once per run, on the first model that needs an int8 build
 run reuse the winner (which candidate is fastest depends on the CPU and the architecture, not on the depth).
 The choice is handed to ``on_chosen`` the moment it is made (export records it in the manifest), so an
 export killed after it and resumed reuses it instead of timing again and maybe picking another by noise.
+
+The fp32 nodes that keep the score cost speed: where they slow the run's winner by more than the speed gap to
+a slower candidate (``slower_but_maybe_faster``), that candidate is built as it is and, if it keeps the score
+without them and times faster than the winner with them, ships instead (``try_unexcluded``; recorded in
+``selection.switched``). On an AVX2-only CPU the per-channel u8s8 winner needed every node of depth 6 in fp32
+(1.6x slower), where u8u8 weights do not saturate.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +33,7 @@ from .variants import VARIANTS
 def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_quant_drop: float, model: str,
                chosen: dict, calib: list | None, decide: Callable[[Path, str], float] | None,
                decided_on: dict | None = None, spec: int8_select.MeasureSpec | None = None,
-               on_chosen: Callable[[dict], None] | None = None) -> dict:
+               on_chosen: Callable[[dict], None] | None = None, timer=None) -> dict:
     """Build ``model.int8.onnx`` beside ``fp32_path``. ``chosen``: the run's shared ``{"winner", "on",
     "why", "preset", "selection"}`` (filled by the first model that measures, then ``on_chosen(chosen)``).
     ``decide(path, variant)``: the main metric through ORT on the split the choice is made on (the 15% of train
@@ -42,21 +49,79 @@ def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_q
                 record["selection"] = chosen["selection"]
         else:
             record = int8_select.select(fp32_path, dst, model_config, preset, choice, calib=calib, spec=spec,
-                                        workdir=src)
+                                        timer=timer, workdir=src)
             if choice == int8_select.AUTO:
                 chosen.update(winner=record["candidate"], on=model, why=record["selection"]["why"], preset=preset,
                               selection=record["selection"])
                 if on_chosen is not None:
                     on_chosen(dict(chosen))
         record["quant_exclusion"] = check_score(record["candidate"], fp32_path, dst, model_config, preset, calib,
-                                                max_quant_drop, decide, decided_on, spec, workdir=src)
+                                                max_quant_drop, decide, decided_on, spec, workdir=src, timer=timer)
+        if choice == int8_select.AUTO and record["quant_exclusion"].get("excluded"):
+            names = slower_but_maybe_faster(chosen.get("selection") or record["selection"], record["candidate"],
+                                            record["quant_exclusion"])
+            if names:
+                switch = try_unexcluded(names, record["quant_exclusion"], fp32_path, dst, model_config, preset,
+                                        decide, spec, timer, workdir=src)
+                if switch.get("to"):
+                    record = {**int8_select.candidate_record(switch["to"], preset), "selection": {
+                        **record["selection"], "switched": switch}, "quant_exclusion": switch["check"]}
+                else:
+                    record["selection"] = {**record["selection"], "switched": switch}
     record["fused_ops"] = fused_ops(dst)
     return record
 
 
+def slower_but_maybe_faster(selection: dict, winner: str, qe: dict, tie: float = int8_select.TIE) -> list[str]:
+    """The candidates that may beat ``winner`` once its fp32 nodes slowed it (pure): those timed in
+    ``selection`` whose latency relative to the winner's, widened by ``tie``, is below the exclusion's slowdown
+    (``qe``'s after / before latency); fastest first. Empty when the exclusion cost nothing measurable."""
+    before, after = (qe.get("before") or {}).get("latency_ms"), (qe.get("after") or {}).get("latency_ms")
+    timed = {c["name"]: c["latency_ms"] for c in selection.get("candidates") or []
+             if c.get("status") == "ok" and c.get("latency_ms")}
+    if not before or not after or winner not in timed:
+        return []
+    slowdown = after / before
+    close = [(ms / timed[winner], n) for n, ms in timed.items() if n != winner]
+    return [n for rel, n in sorted(close) if rel * (1 + tie) < slowdown]
+
+
+def try_unexcluded(names: list[str], qe: dict, fp32_path: Path, dst: Path, model_config, preset: str,
+                   decide: Callable[[Path, str], float], spec, timer, workdir: Path) -> dict:
+    """Build each of ``names`` in turn, as it is (no fp32 nodes); the first whose score on the decision split is
+    within ``qe``'s budget is timed against ``dst`` (the winner with its exclusions) in one harness run and
+    replaces it when faster. Returns ``{"from", "to" (None: kept), "tried": [...], "check"}``."""
+    spec = spec or int8_select.MeasureSpec()
+    timer = timer or (lambda paths, s: int8_select.harness_latencies(paths, s, getattr(model_config, "vocab_size", None)))
+    out = {"from": qe.get("candidate"), "to": None, "tried": [], "check": None}
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".int8-alt-") as tmp:
+        for name in names:
+            alt = Path(tmp) / f"{name}.onnx"
+            int8_select.build(int8_select.CANDIDATES[name], fp32_path, alt, model_config, preset, workdir=workdir)
+            score = float(decide(alt, "int8"))
+            drop = drop_points(qe["fp32_score"], score)
+            tried = {"name": name, "score": score, "drop_points": drop, "within_budget": drop <= qe["budget_points"]}
+            out["tried"].append(tried)
+            if not tried["within_budget"]:
+                continue
+            times = timer({"excluded": dst, name: alt}, spec)
+            mine, theirs = (times.get(name) or {}).get("latency_ms"), (times.get("excluded") or {}).get("latency_ms")
+            tried.update(latency_ms=mine, excluded_latency_ms=theirs)
+            if mine and theirs and mine < theirs:
+                os.replace(alt, dst)
+                out["to"] = name
+                out["check"] = {"status": "within budget", "budget_points": qe["budget_points"],
+                                "decided_on": qe.get("decided_on"), "fp32_score": qe["fp32_score"], "int8_score": score,
+                                "drop_points": drop, "excluded": [], "instead_of": {
+                                    k: qe.get(k) for k in ("candidate", "status", "before", "after")} | {
+                                    "excluded": len(qe.get("excluded") or [])}}
+            break
+    return out
+
+
 def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset: str, calib: list | None,
                 budget: float, decide: Callable[[Path, str], float] | None, decided_on: dict | None,
-                spec=None, workdir: Path | None = None) -> dict:
+                spec=None, workdir: Path | None = None, timer=None) -> dict:
     """Score the int8 file against fp32 on the decision split (``decide``); over budget, run
     ``quant_exclude.keep_score`` on the same split. Dev is not read here: it is scored afterwards, as the result."""
     if decide is None:
@@ -72,7 +137,7 @@ def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset
     if not calib:
         return {"status": "over budget", "reason": "no calibration inputs (empty train split)", **base}
     out = keep_score(candidate, fp32_path, dst, model_config, preset, calib, fp32_score, int8_score, budget,
-                     lambda p: decide(p, "int8"), spec=spec, workdir=workdir)
+                     lambda p: decide(p, "int8"), spec=spec, timer=timer, workdir=workdir)
     out["decided_on"] = where
     out["status"] = "within budget after exclusion" if out["within_budget"] else "over budget after excluding every node"
     return out
@@ -91,6 +156,7 @@ def int8_notes(models: dict, names) -> list[str]:
             notes.append(f"int8 ({name}): {build['candidate']} shipped, {sel['why']}; tried {tried}")
         elif sel.get("mode") == "forced":
             notes.append(f"int8 ({name}): {build['candidate']} (chosen with --int8-candidate)")
+        notes += _switch_notes(name, sel.get("switched"), build.get("quant_exclusion") or {})
         qe = build.get("quant_exclusion") or {}
         if qe.get("excluded"):
             b, a = qe["before"], qe["after"]
@@ -108,6 +174,21 @@ def int8_notes(models: dict, names) -> list[str]:
                          f"{_split_words(qe.get('decided_on'))}, over the "
                          f"--max-quant-drop budget {qe['budget_points']:g} ({qe.get('reason', qe['status'])})")
     return notes
+
+
+def _switch_notes(name: str, switch: dict | None, qe: dict) -> list[str]:
+    """What the search for a candidate that keeps its score without fp32 nodes found (``try_unexcluded``)."""
+    if not switch:
+        return []
+    tried = "; ".join(f"{t['name']} {t['drop_points']:.2f} points below fp32"
+                      + (f", {t['latency_ms']:.3g} vs {t['excluded_latency_ms']:.3g} ms"
+                         if t.get("latency_ms") and t.get("excluded_latency_ms") else "") for t in switch["tried"])
+    if not switch.get("to"):
+        return [f"int8 ({name}): no candidate kept the score without fp32 nodes faster than {switch['from']} with "
+                f"them (tried {tried})"]
+    was = qe.get("instead_of") or {}
+    return [f"int8 ({name}): {switch['to']} shipped instead of {switch['from']}, which needed {was.get('excluded', '?')} "
+            f"fp32 node(s) for --max-quant-drop {qe.get('budget_points', 0):g} (tried {tried})"]
 
 
 def _split_words(decided_on: dict | None) -> str:

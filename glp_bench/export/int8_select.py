@@ -348,14 +348,19 @@ def select(fp32_path: Path, dst: Path, model_config, preset: str, choice: str = 
             winner, mode = ok[0]["name"], "forced" if choice != AUTO else "only one built"
             why = "chosen with --int8-candidate" if choice != AUTO else "the only candidate that built"
         shutil.move(str(built[winner]), dst)
-    cand = CANDIDATES[winner]
     return {
-        "source": "fp32-opt" if cand.graph == "fused" else "fp32", "candidate": winner, "preset": preset,
-        "per_channel": cand.per_channel, "weights": weight_type(cand, preset),
+        **candidate_record(winner, preset),
         "selection": {"mode": mode, "winner": winner, "why": why, "tie": TIE,
                       "measured_with": asdict(spec) if mode == "measured" else None,
                       "calibration_batches": len(calib) if calib else 0, "candidates": results},
     }
+
+
+def candidate_record(name: str, preset: str) -> dict:
+    """What a build record says of the candidate it shipped."""
+    cand = CANDIDATES[name]
+    return {"source": "fp32-opt" if cand.graph == "fused" else "fp32", "candidate": name, "preset": preset,
+            "per_channel": cand.per_channel, "weights": weight_type(cand, preset)}
 
 
 def rebuild(winner: str, fp32_path: Path, dst: Path, model_config, preset: str, selected_on: str, why: str,
@@ -363,9 +368,7 @@ def rebuild(winner: str, fp32_path: Path, dst: Path, model_config, preset: str, 
     """Build the candidate already chosen on another model of the run (the choice depends on the CPU and the
     architecture, not on the depth), without timing it again."""
     build(CANDIDATES[winner], fp32_path, dst, model_config, preset, workdir=workdir)
-    cand = CANDIDATES[winner]
-    return {"source": "fp32-opt" if cand.graph == "fused" else "fp32", "candidate": winner, "preset": preset,
-            "per_channel": cand.per_channel, "weights": weight_type(cand, preset),
+    return {**candidate_record(winner, preset),
             "selection": {"mode": f"reused from {selected_on}", "winner": winner, "why": why, "candidates": []}}
 
 
