@@ -298,6 +298,14 @@ def test_only_candidates_the_exclusion_slowdown_could_let_win_are_tried():
     assert slower_but_maybe_faster(sel, "a", qe) == ["b", "c"]  # d: 1.4x, beyond; e: failed
     assert slower_but_maybe_faster(sel, "a", {"before": {"latency_ms": 20.0}, "after": {"latency_ms": 20.4}}) == []
     assert slower_but_maybe_faster(sel, "a", {"before": {}, "after": {"latency_ms": 26.0}}) == []  # not timed
+    # a per-tensor twin of the winner or of a candidate tried is skipped; another graph or weight type is not
+    real = {"candidates": [r("unfused-s8-channel", 10.0), r("unfused-s8", 10.1), r("unfused-u8", 11.0),
+                           r("fused-tensor", 11.8), r("fused", 12.0)]}
+    assert slower_but_maybe_faster(real, "unfused-s8-channel", qe) == ["unfused-u8", "fused"]
+    assert slower_but_maybe_faster(real, "unfused-s8", qe) == ["unfused-s8-channel", "unfused-u8", "fused"]
+    # fused itself out of reach (1.2 * 1.03 > 1.22): its per-tensor twin is tried
+    assert slower_but_maybe_faster(real, "unfused-s8-channel", {**qe, "after": {"latency_ms": 24.4}}) == \
+        ["unfused-u8", "fused-tensor"]
 
 
 def _int8_weights(path) -> bool:
@@ -333,8 +341,8 @@ def test_a_candidate_that_keeps_the_score_as_built_replaces_a_slowed_winner(tiny
                      chosen={}, calib=calib, decide=decide, spec=MeasureSpec(seq=32, **TINY),
                      timer=lambda paths, spec: {n: {"latency_ms": speed[n]} for n in paths})
     sw = rec["selection"]["switched"]
-    assert sw["from"] == "unfused-s8-channel" and [t["name"] for t in sw["tried"]] == ["unfused-s8", "unfused-u8"]
-    assert [t["within_budget"] for t in sw["tried"]] == [False, True]
+    assert sw["from"] == "unfused-s8-channel" and [t["name"] for t in sw["tried"]] == ["unfused-u8"]
+    assert sw["tried"][0]["within_budget"] and sw["tried"][0]["drop_points"] == pytest.approx(0.0)
     dst = work / "model.int8.onnx"
     notes = int8_notes({"depth-02": {"depth": 2, "onnx": {"int8": {"build": rec}}}}, ["depth-02"])
     if switched:
@@ -345,7 +353,7 @@ def test_a_candidate_that_keeps_the_score_as_built_replaces_a_slowed_winner(tiny
         assert any("unfused-u8 shipped instead of unfused-s8-channel" in n for n in notes)
     else:  # u8 keeps the score but times slower than the winner with its fp32 nodes: the winner stays
         assert rec["candidate"] == "unfused-s8-channel" and sw["to"] is None and rec["quant_exclusion"]["excluded"]
-        assert sw["tried"][1]["latency_ms"] == 1.2 and sw["tried"][1]["excluded_latency_ms"] == 1.1
+        assert sw["tried"][0]["latency_ms"] == 1.2 and sw["tried"][0]["excluded_latency_ms"] == 1.1
         assert "MatMul" in {n.op_type for n in onnx.load(str(dst)).graph.node}  # the winner's file, fp32 nodes in it
         assert any("no candidate kept the score without fp32 nodes faster" in n for n in notes)
     assert not list(work.glob(".int8-*"))  # no temporary folder left

@@ -75,15 +75,23 @@ def build_int8(fp32_path: Path, model_config, preset: str, *, choice: str, max_q
 def slower_but_maybe_faster(selection: dict, winner: str, qe: dict, tie: float = int8_select.TIE) -> list[str]:
     """The candidates that may beat ``winner`` once its fp32 nodes slowed it (pure): those timed in
     ``selection`` whose latency relative to the winner's, widened by ``tie``, is below the exclusion's slowdown
-    (``qe``'s after / before latency); fastest first. Empty when the exclusion cost nothing measurable."""
+    (``qe``'s after / before latency); fastest first. Empty when the exclusion cost nothing measurable. A
+    per-tensor candidate whose per-channel twin (same graph and weight type, finer scales) is the winner or
+    tried too is not tried: it cannot be expected to keep a score its twin loses."""
     before, after = (qe.get("before") or {}).get("latency_ms"), (qe.get("after") or {}).get("latency_ms")
     timed = {c["name"]: c["latency_ms"] for c in selection.get("candidates") or []
              if c.get("status") == "ok" and c.get("latency_ms")}
     if not before or not after or winner not in timed:
         return []
     slowdown = after / before
-    close = [(ms / timed[winner], n) for n, ms in timed.items() if n != winner]
-    return [n for rel, n in sorted(close) if rel * (1 + tie) < slowdown]
+    close = [n for rel, n in sorted((ms / timed[winner], n) for n, ms in timed.items() if n != winner)
+             if rel * (1 + tie) < slowdown]
+    return [n for n in close if not any(_coarser(n, m) for m in [winner, *close])]
+
+
+def _coarser(name: str, than: str) -> bool:
+    a, b = int8_select.CANDIDATES.get(name), int8_select.CANDIDATES.get(than)
+    return bool(a and b and a.graph == b.graph and a.weights == b.weights and b.per_channel and not a.per_channel)
 
 
 def try_unexcluded(names: list[str], qe: dict, fp32_path: Path, dst: Path, model_config, preset: str,
