@@ -123,8 +123,8 @@ def check_latency(doc: dict, path) -> None:
 
 
 # The temporary folders export's steps make beside the ONNX files (export, int8 candidates and their sources,
-# quantization, node exclusion, graph optimization); tests/test_confine.py keeps this list complete.
-EXPORT_TEMP_PREFIXES = (".export-", ".int8-cands-", ".int8-src-", ".src-", ".q-", ".exclude-", ".opt-")
+# quantization, node exclusion, the int8 alternatives, graph optimization); tests/test_confine.py keeps this list complete.
+EXPORT_TEMP_PREFIXES = (".export-", ".int8-cands-", ".int8-src-", ".int8-alt-", ".src-", ".q-", ".exclude-", ".opt-")
 
 
 def clean_temp_files(run_dir: str | os.PathLike) -> list[Path]:
