@@ -231,6 +231,36 @@ def test_exclusion_loop_on_a_tiny_model_with_a_forced_score_drop(tiny_fp32, tmp_
 
 
 
+def test_a_budget_only_the_fp32_graph_meets_is_recorded_as_no_int8_left(tiny_fp32, tmp_path):
+    """The score is over budget while any node is int8 (a real logit error vs fp32 on held-out inputs): the
+    search ends with every node in fp32, and the record, per step and in all, counts the int8 nodes left, so the
+    report can say the int8 file is the fp32 graph."""
+    import onnx
+
+    from glp_bench.export import int8_select as sel
+    from glp_bench.export.int8 import check_score
+    from glp_bench.export.quant_exclude import smallest_int8_drop
+
+    fp32, config, calib = tiny_fp32
+    ref = sel.fp32_reference(fp32, calib)
+    dst = tmp_path / "model.int8.onnx"
+    sel.build(sel.CANDIDATES["unfused-s8"], fp32, dst, config, "avx512_vnni")
+    assert sel.mean_abs_error(dst, calib, ref) > 1e-4
+
+    def decide(path, variant):  # 3 points below fp32 while any logit moves
+        return 0.60 - (0.03 if variant == "int8" and sel.mean_abs_error(path, calib, ref) > 1e-4 else 0.0)
+
+    qe = check_score("unfused-s8", fp32, dst, config, "avx512_vnni", calib, 1.0, decide, {"split": "train-heldout"},
+                     spec=sel.MeasureSpec(seq=32, **TINY))
+    assert qe["within_budget"] and qe["status"] == "within budget only as fp32 (every node excluded)"
+    assert qe["int8_nodes_left"] == 0 and len(qe["excluded"]) == qe["nodes_considered"]
+    left = [s["int8_nodes_left"] for s in qe["steps"]]
+    assert left[-1] == 0 and left[0] > 0 and left == sorted(left, reverse=True)
+    assert not any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in onnx.load(str(dst)).graph.node)
+    assert smallest_int8_drop(qe) == pytest.approx(3.0)  # every model with int8 nodes lost the 3 points
+    assert smallest_int8_drop(qe, [{"drop_points": 1.8}]) == pytest.approx(1.8)
+
+
 @pytest.mark.parametrize("name", ["unfused-s8-channel", "unfused-u8"])
 def test_the_weight_cache_writes_the_same_bytes_as_ort_for_every_exclusion(tiny_fp32, tmp_path, name):
     """``quant_cache`` re-quantizes with memoized weights: each file must be byte for byte what
@@ -377,6 +407,18 @@ def test_report_notes_show_the_excluded_nodes_and_before_after():
                         "held-out train (1283 examples) score 0.4100 -> 0.4450 (fp32 0.4500); latency 6.8 -> 7.3 ms")
     # a record from before the decision moved off dev says so
     assert notes[2].startswith("int8 (depth-04): 2.50 points below fp32 on dev, over the --max-quant-drop budget 1")
+    # met only with every node in fp32: the note says the file is the fp32 graph and which budget would keep int8
+    all_fp32 = {**qe, "int8_nodes_left": 0, "excluded": qe["excluded"][:2],
+                "steps": [{"excluded": 1, "drop_points": 2.2, "int8_nodes_left": 1},
+                          {"excluded": 2, "drop_points": 0.0, "int8_nodes_left": 0}]}
+    models["depth-06"]["onnx"]["int8"]["build"]["quant_exclusion"] = all_fp32
+    models["depth-06"]["onnx"]["int8"]["build"]["selection"]["switched"] = {
+        "from": "unfused-s8", "to": None, "tried": [{"name": "fused", "drop_points": 1.8048}]}
+    note = [n for n in int8_notes(models, ["depth-06"]) if "no int8 model" in n]
+    assert note == ["int8 (depth-06): no int8 model within --max-quant-drop 1 on held-out train (1283 examples): "
+                    "only keeping all 2 quantizable node(s) in fp32 kept the score, so this int8 file is the fp32 "
+                    "graph (6.8 ms before, 7.3 ms after); the smallest drop with int8 nodes was 1.80 points: "
+                    "deploy fp32 at this depth, or allow --max-quant-drop 1.81"]
 
 
 # --- through export -----------------------------------------------------------------------------------------

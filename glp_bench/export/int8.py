@@ -19,6 +19,7 @@ without them and times faster than the winner with them, ships instead (``try_un
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from . import int8_select
 from .graph import fused_ops
-from .quant_exclude import drop_points, keep_score
+from .quant_exclude import drop_points, keep_score, smallest_int8_drop
 from .variants import VARIANTS
 
 
@@ -147,7 +148,9 @@ def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset
     out = keep_score(candidate, fp32_path, dst, model_config, preset, calib, fp32_score, int8_score, budget,
                      lambda p: decide(p, "int8"), spec=spec, timer=timer, workdir=workdir)
     out["decided_on"] = where
-    out["status"] = "within budget after exclusion" if out["within_budget"] else "over budget after excluding every node"
+    out["status"] = ("over budget after excluding every node" if not out["within_budget"] else
+                     "within budget only as fp32 (every node excluded)" if out.get("int8_nodes_left") == 0 else
+                     "within budget after exclusion")
     return out
 
 
@@ -166,7 +169,9 @@ def int8_notes(models: dict, names) -> list[str]:
             notes.append(f"int8 ({name}): {build['candidate']} (chosen with --int8-candidate)")
         notes += _switch_notes(name, sel.get("switched"), build.get("quant_exclusion") or {})
         qe = build.get("quant_exclusion") or {}
-        if qe.get("excluded"):
+        if qe.get("excluded") and qe.get("within_budget") and qe.get("int8_nodes_left") == 0:
+            notes.append(_all_fp32_note(name, qe, (sel.get("switched") or {}).get("tried") or []))
+        elif qe.get("excluded"):
             b, a = qe["before"], qe["after"]
             nodes = [e["node"] for e in qe["excluded"]]
             shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
@@ -182,6 +187,21 @@ def int8_notes(models: dict, names) -> list[str]:
                          f"{_split_words(qe.get('decided_on'))}, over the "
                          f"--max-quant-drop budget {qe['budget_points']:g} ({qe.get('reason', qe['status'])})")
     return notes
+
+
+def _all_fp32_note(name: str, qe: dict, tried: list[dict]) -> str:
+    """An int8 file that met ``--max-quant-drop`` only with every node in fp32 is the fp32 graph: say so, and what
+    the smallest budget with int8 left would be."""
+    a = qe.get("after") or {}
+    b = qe.get("before") or {}
+    lat = (f" ({b['latency_ms']:.3g} ms before, {a['latency_ms']:.3g} ms after)"
+           if b.get("latency_ms") and a.get("latency_ms") else "")
+    best = smallest_int8_drop(qe, tried)
+    hint = (f"; the smallest drop with int8 nodes was {best:.2f} points: deploy fp32 at this depth, or allow "
+            f"--max-quant-drop {math.ceil(best * 100) / 100:g}" if best is not None else "; deploy fp32 at this depth")
+    return (f"int8 ({name}): no int8 model within --max-quant-drop {qe['budget_points']:g} on "
+            f"{_split_words(qe.get('decided_on'))}: only keeping all {len(qe['excluded'])} quantizable node(s) in "
+            f"fp32 kept the score, so this int8 file is the fp32 graph{lat}{hint}")
 
 
 def _switch_notes(name: str, switch: dict | None, qe: dict) -> list[str]:

@@ -12,7 +12,9 @@ fp32 model's, :func:`keep_score`:
 2. keeps the top 1, 2, 4, 8, ... of them in fp32 (ORT's ``nodes_to_exclude``), re-quantizing and
    re-scoring on the decision split after each step, until the drop is within budget or every node is excluded;
 3. returns what it did: the excluded nodes, every step's score, and score and latency (the latency
-   harness, same short measurement as the candidate selection) before and after.
+   harness, same short measurement as the candidate selection) before and after, and how many nodes are still
+   int8 (``int8_nodes_left``, also per step; 0: only the fp32 graph met the budget, and the report says so with
+   :func:`smallest_int8_drop`).
 
 The search itself (:func:`rank_by_sensitivity`, :func:`exclude_until_within`) is pure over callables.
 """
@@ -134,7 +136,11 @@ def keep_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset:
         ranked = rank_by_sensitivity(nodes, error_with, as_is)
         before = tmp / "before.onnx"
         shutil.copy2(dst, before)
-        result = exclude_until_within([n for n, _ in ranked], score_with, fp32_score, budget, int8_score)
+        order = [n for n, _ in ranked]
+        result = exclude_until_within(order, score_with, fp32_score, budget, int8_score)
+        int8_nodes = set(nodes) - set(as_is)
+        for step in result["steps"]:
+            step["int8_nodes_left"] = len(int8_nodes - set(order[:step["excluded"]]))
         if result["excluded"]:
             sel.quantize(cand, source, trial, model_config, preset, result["excluded"], cache=cache)
             after = tmp / "after.onnx"
@@ -150,6 +156,7 @@ def keep_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset:
         "excluded": [{"node": n, "sensitivity": sens[n]} for n in result["excluded"]],
         "within_budget": result["within_budget"], "steps": result["steps"], "nodes_considered": len(nodes),
         "nodes_left_fp32_by_the_quantizer": as_is,
+        "int8_nodes_left": len(int8_nodes - set(result["excluded"])),
         "quantizations": {"weights_reused": cache.hits, "weights_quantized": cache.misses} if cache else None,
         "before": {"score": int8_score, "drop_points": drop_points(fp32_score, int8_score),
                    "latency_ms": (times.get("before") or {}).get("latency_ms")},
@@ -157,6 +164,18 @@ def keep_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset:
                   "latency_ms": (times.get("after") or {}).get("latency_ms")},
         "sensitivity_top": [{"node": n, "sensitivity": s} for n, s in ranked[:10]],
     }
+
+
+def smallest_int8_drop(qe: dict, tried: Sequence[dict] = ()) -> float | None:
+    """The smallest drop (points) of a model that still had int8 nodes (pure): the model before the search, the
+    search's steps that left some (``int8_nodes_left``) and the candidates ``tried`` as built
+    (``int8.try_unexcluded``). None when there is none."""
+    drops = [(qe.get("before") or {}).get("drop_points", qe.get("drop_points"))]
+    last = len(qe.get("excluded") or []) if qe.get("int8_nodes_left") == 0 else None  # steps without the count
+    drops += [s["drop_points"] for s in qe.get("steps") or [] if s.get("int8_nodes_left", int(s["excluded"] != last)) > 0]
+    drops += [t["drop_points"] for t in tried]
+    drops = [d for d in drops if d is not None]
+    return min(drops) if drops else None
 
 
 def calibration_batches(train, tokenizer, task, max_length: int, n: int = 64, batch_size: int = 16,
