@@ -147,6 +147,32 @@ def test_choose_variant_follows_the_target():
         choose_variant(arm, ["fp32"])
     only_opt = parse_target({"variants": ["fp32", "fp32-opt"]}, name="board")
     assert choose_variant(only_opt, both)[0] == "fp32"  # int8 exported but the target does not list it
+    same = frozenset({"int8"})  # int8 met its budget only as the fp32 graph
+    assert choose_variant(cpu, both, fp32_graph=same)[0] == "fp32"
+    assert choose_variant(cpu, both, {"fp32": 0.010, "int8": 0.009}, fp32_graph=same)[0] == "fp32"
+    assert choose_variant(cpu, both, override="int8", fp32_graph=same)[0] == "int8"
+    assert choose_variant(arm, both, fp32_graph=same)[0] == "int8"  # the only variant the target runs
+
+
+def test_an_int8_that_is_the_fp32_graph_is_left_out_or_warned_about(tiny_run, tmp_path):
+    """The run's int8 record says every node was kept in fp32 for the budget: deploy picks fp32 by itself and
+    says why; asked for int8, it deploys it with a warning naming the fix."""
+    import shutil
+
+    from glp_bench.deploy.bundle import deploy
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    build = manifest["models"]["depth-01"]["onnx"]["int8"]["build"]
+    build["quant_exclusion"] = {**build.get("quant_exclusion", {}), "status": "within budget only as fp32 (every "
+                                "node excluded)", "within_budget": True, "int8_nodes_left": 0, "budget_points": 1.0}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    auto = deploy(run, "cpu", tmp_path / "auto", depth=1, check=False).manifest
+    assert auto["model"]["variant"] == "fp32" and "int8 left out" in auto["selection"]["variant_reason"]
+    forced = deploy(run, "cpu", tmp_path / "forced", depth=1, variant="int8", check=False).manifest
+    assert forced["model"]["variant"] == "int8"
+    assert any(w.startswith("this int8 file is the fp32 graph") for w in forced["warnings"])
 
 
 def test_bundle_format_is_what_the_runtime_reads():

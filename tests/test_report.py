@@ -88,6 +88,15 @@ def test_recommend_fastest_within_the_drop():
     assert recommend(rows, 0.0).name == "full"
 
 
+def test_an_int8_that_is_the_fp32_graph_is_not_recommended_over_its_fp32():
+    full, fake = row("full", latency=10.0, depth=6), row("full", variant="int8", latency=9.9, depth=6)
+    fake.fp32_graph = True  # every node kept in fp32: the same model, faster by timing noise
+    assert (recommend([full, fake], 0.0).name, recommend([full, fake], 0.0).variant) == ("full", "fp32")
+    real = row("full", variant="int8", latency=9.9, depth=6)
+    assert recommend([full, real], 0.0).variant == "int8"
+    assert recommend([fake], 0.0).variant == "int8"  # the only file of its model is still a candidate
+
+
 def test_recommend_boundary_is_inclusive_despite_float_error():
     # 0.43 - 0.42 is 0.010000000000000009 in floating point: still exactly one point
     rows = [row("full", latency=10.0, score=0.43, ref=0.43, depth=6), row("d3", latency=5.0, score=0.42, ref=0.43)]

@@ -25,17 +25,21 @@ def session_settings(target, threads: int | None = None) -> dict:
 
 
 def choose_variant(target, exported: list[str], measured: dict[str, float] | None = None,
-                   override: str | None = None, model: str = "the model") -> tuple[str, str]:
+                   override: str | None = None, model: str = "the model", fp32_graph: frozenset = frozenset()) -> tuple[str, str]:
     """(variant, reason): THE rule for which ONNX variant a target gets (see the module docstring).
 
     ``exported``: the model's variants with status ok; ``measured``: {variant: latency in seconds} on
-    the target (balanced median at the report's batch/seq/threads), for the measured ones."""
+    the target (balanced median at the report's batch/seq/threads), for the measured ones; ``fp32_graph``: the
+    lossy variants that are the fp32 graph (an int8 that met its budget only with every node in fp32), never
+    chosen over another variant the target runs."""
     if override:
         if override not in exported:
             raise DeployError(f"{model} has no {override} export with status ok (it has: {', '.join(exported) or 'none'}); "
                               f"build it with 'glp-bench export --run DIR --variants {override}' or pick another --variant")
         return override, "chosen with --variant"
     usable = [v for v in target.variants if v in exported]
+    if any(v not in fp32_graph for v in usable):
+        usable = [v for v in usable if v not in fp32_graph]
     if not usable:
         raise DeployError(
             f"{model} has no exported variant that target {target.name} runs (it lists {', '.join(target.variants)}; "
@@ -126,9 +130,11 @@ def select(run: RunDir, target, depth: int | None = None, max_drop: float | None
                 f"no model measured on {target.name} is within {max_drop:g} GLUE points of the full model"
                 + (f" (closest: {closest.label}, {closest.delta():+.2f} points)" if closest else "")
                 + "; allow a larger --max-drop or choose a depth with --depth N")
+        notes = list(best.notes) + ([_fp32_graph_warning(finished[best.name])]
+                                    if best.fp32_graph else [])
         return Selection(best.name, best.variant, f"recommended by the report: fastest on {target.name} within "
                          f"{max_drop:g} GLUE points ({best.delta():+.2f})",
-                         {"by": "max-drop", "max_drop_points": max_drop, "depth": best.depth}, best, list(best.notes))
+                         {"by": "max-drop", "max_drop_points": max_drop, "depth": best.depth}, best, notes)
     names = run.models_at_depth(depth, strategy)
     if not names:
         depths = sorted({m["depth"] for m in finished.values()}, reverse=True)
@@ -138,10 +144,29 @@ def select(run: RunDir, target, depth: int | None = None, max_drop: float | None
     name = names[0]
     rec = finished[name]
     measured = {r.variant: r.latency_s for r in rows if r.name == name and r.deployable}
-    chosen, reason = choose_variant(target, run.ok_variants(name), measured, variant, name)
+    same = frozenset({"int8"} if _fp32_graph(finished, name) else ())
+    chosen, reason = choose_variant(target, run.ok_variants(name), measured, variant, name, same)
     row = next((r for r in rows if r.name == name and r.variant == chosen), None)
     how = {"by": "depth", "depth": depth, "strategy": strategy or (rec.get("strategies") or [None])[0]}
-    return Selection(name, chosen, reason, how, row, list(row.notes) if row else [])
+    warnings = list(row.notes) if row else []
+    if chosen in same:
+        warnings.append(_fp32_graph_warning(rec))
+    elif same and variant is None:
+        reason += "; int8 left out: it is the fp32 graph (every node kept in fp32 for --max-quant-drop)"
+    return Selection(name, chosen, reason, how, row, warnings)
+
+
+def _fp32_graph_warning(rec: dict) -> str:
+    budget = rec["onnx"]["int8"]["build"]["quant_exclusion"]["budget_points"]
+    return (f"this int8 file is the fp32 graph: --max-quant-drop {budget:g} was met only with every node in fp32, so "
+            "it has no int8 speed or size; deploy --variant fp32, or re-export with a larger --max-quant-drop (the "
+            "export's note names the smallest that keeps int8)")
+
+
+def _fp32_graph(finished: dict, name: str) -> bool:
+    from ..export.quant_exclude import is_fp32_graph
+
+    return is_fp32_graph(((finished.get(name) or {}).get("onnx") or {}).get("int8") or {})
 
 
 def _measurements(run: RunDir, target_name: str) -> list[dict]:

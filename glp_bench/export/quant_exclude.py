@@ -178,6 +178,13 @@ def smallest_int8_drop(qe: dict, tried: Sequence[dict] = ()) -> float | None:
     return min(drops) if drops else None
 
 
+def is_fp32_graph(onnx_rec: dict) -> bool:
+    """Whether an int8 variant's record (``models[name]["onnx"]["int8"]``) met ``--max-quant-drop`` only with every
+    node in fp32: the file is the fp32 graph, with no int8 speed or size (pure)."""
+    qe = ((onnx_rec or {}).get("build") or {}).get("quant_exclusion") or {}
+    return bool(qe.get("within_budget")) and qe.get("int8_nodes_left") == 0
+
+
 def calibration_batches(train, tokenizer, task, max_length: int, n: int = 64, batch_size: int = 16,
                         seed: int = 0) -> list[dict[str, np.ndarray]]:
     """``n`` seeded examples of the *train* split, tokenized and padded in length-sorted batches."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from ..core.errors import RunDirError
 from ..core.rundir import RunDir
 from ..core.vocab import TORCH_VARIANT, variant_rank
+from ..export.quant_exclude import is_fp32_graph
 
 DEFAULT_MAX_DROP = 1.0  # GLUE points of the main metric
 _EPS = 1e-9  # float slack when comparing score changes with --max-drop (the bound is inclusive)
@@ -66,6 +67,7 @@ class Row:
     speedup: float | None = None  # vs the full-depth fp32 ONNX model, same batch/seq/threads
     pareto: bool | None = None  # None: not ranked (no latency, or the PyTorch model)
     export_status: str | None = "ok"  # the manifest's status of the ONNX file (None for the PyTorch model)
+    fp32_graph: bool = False  # an int8 that met --max-quant-drop only with every node in fp32 (quant_exclude)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -145,8 +147,9 @@ def recommend(rows: Iterable[Row], max_drop: float = DEFAULT_MAX_DROP, main_key:
     * ``main_key``: the score to compare (default: each row's ``main_key``, the task's main metric).
 
     Considered: ONNX rows (not the PyTorch reference) with a measured latency and a known score
-    change. Fastest = lowest balanced-median latency (``Row.latency_s``, the quantity speedups are
-    ratios of); ties go to the higher score, then the smaller file, then the name.
+    change; an int8 that is the fp32 graph (``Row.fp32_graph``) only when its model has no other such row
+    (it would win only by timing noise). Fastest = lowest balanced-median latency (``Row.latency_s``, the
+    quantity speedups are ratios of); ties go to the higher score, then the smaller file, then the name.
     """
     if max_drop < 0:
         raise ValueError(f"max_drop must be >= 0 (GLUE points), got {max_drop}")
@@ -155,6 +158,8 @@ def recommend(rows: Iterable[Row], max_drop: float = DEFAULT_MAX_DROP, main_key:
         d = r.delta(main_key)
         if r.deployable and r.latency_s is not None and d is not None and d >= -max_drop - _EPS:
             ok.append(r)
+    real = {r.name for r in ok if not r.fp32_graph}
+    ok = [r for r in ok if not (r.fp32_graph and r.name in real)]
     if not ok:
         return None
     return min(ok, key=lambda r: (r.latency_s, -(r.score_of(main_key) or 0.0), r.size_bytes or 0, r.name, r.variant))
@@ -244,6 +249,7 @@ def collect_rows(run: str | os.PathLike | RunDir, targets: Sequence[str] | None 
             main_key=main_key, scores=rec.get("dev_scores") if torch else onnx.get("dev_scores"),
             torch_scores=rec.get("dev_scores"), reference_scores=reference, is_full_depth=rec["depth"] == full_depth,
             export_status=None if torch else onnx.get("status"),
+            fp32_graph=variant == "int8" and is_fp32_graph(onnx),
         )
 
     def exported(name: str) -> list[str]:
