@@ -46,6 +46,8 @@ def test_finetune_end_to_end(tiny_models, tmp_path):
         (["--data-dir", "{tmp}/missing"], "does not exist"),
         (["--data-dir", "{tmp}"], "no cola data in"),
         (["--model", "{tmp}/no-model"], "does not exist"),
+        (["--data-dir", "{file}"], "is a file, not a folder"),
+        (["--model", "{file}"], "is a file, not a folder"),
         (["--model", "{tmp}"], "no config.json"),
         (["--model", "{weightless}"], "no weights"),
         (["--model", "{albert}"], "unsupported architecture 'albert'"),
@@ -69,7 +71,9 @@ def test_bad_inputs_one_clear_line_exit_2(args, fragment, tiny_models, cola_dir,
     AlbertForSequenceClassification(AlbertConfig(vocab_size=80, hidden_size=16, num_hidden_layers=2,
                                                  num_attention_heads=2, intermediate_size=32)).save_pretrained(albert)
     (tmp_path / "empty").mkdir()
-    subst = {"{tmp}": str(tmp_path / "empty"), "{weightless}": str(weightless), "{albert}": str(albert)}
+    (tmp_path / "a-file").write_text("not a folder")
+    subst = {"{tmp}": str(tmp_path / "empty"), "{weightless}": str(weightless), "{albert}": str(albert),
+             "{file}": str(tmp_path / "a-file")}
     args = [subst.get(a, a).replace("{tmp}", str(tmp_path / "empty")) for a in args]
     base = {"--task": "cola", "--model": str(tiny_models["bert"]), "--data-dir": str(cola_dir)}
     for k, v in zip(args[::2], args[1::2], strict=True):

@@ -91,7 +91,8 @@ def resolve_task_dir(task: Task, data_dir: str | os.PathLike | None) -> Path | N
         return bundled_dir(task)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist; pass --data-dir with GLUE files for {task.name}")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data folder {root} {what}; pass --data-dir with GLUE files for {task.name}")
     if any(_split_file(root, task, s) for s in _splits(task)):
         return root
     for child in sorted(root.iterdir()):

@@ -96,7 +96,8 @@ def resolve_model(model: str | None) -> str:
     looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
         if not path.is_dir():
-            raise ModelError(f"model folder {path} does not exist; pass a folder or a hub id like {PAPER_MODEL}")
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise ModelError(f"model folder {path} {what}; pass a folder or a hub id like {PAPER_MODEL}")
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
         weights = [f for f in os.listdir(path) if re.search(r"\.(safetensors|bin)$", f)]
