@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import int8_select
 from .graph import fused_ops
-from .quant_exclude import drop_points, keep_score, smallest_int8_drop
+from .quant_exclude import drop_points, keep_score, met_only_as_fp32, smallest_int8_drop
 from .variants import VARIANTS
 
 
@@ -149,7 +149,7 @@ def check_score(candidate: str, fp32_path: Path, dst: Path, model_config, preset
                      lambda p: decide(p, "int8"), spec=spec, timer=timer, workdir=workdir)
     out["decided_on"] = where
     out["status"] = ("over budget after excluding every node" if not out["within_budget"] else
-                     "within budget only as fp32 (every node excluded)" if out.get("int8_nodes_left") == 0 else
+                     "within budget only as fp32 (every node excluded)" if met_only_as_fp32(out) else
                      "within budget after exclusion")
     return out
 
@@ -169,7 +169,7 @@ def int8_notes(models: dict, names) -> list[str]:
             notes.append(f"int8 ({name}): {build['candidate']} (chosen with --int8-candidate)")
         notes += _switch_notes(name, sel.get("switched"), build.get("quant_exclusion") or {})
         qe = build.get("quant_exclusion") or {}
-        if qe.get("excluded") and qe.get("within_budget") and qe.get("int8_nodes_left") == 0:
+        if qe.get("excluded") and met_only_as_fp32(qe):
             notes.append(_all_fp32_note(name, qe, (sel.get("switched") or {}).get("tried") or []))
         elif qe.get("excluded"):
             b, a = qe["before"], qe["after"]

@@ -171,18 +171,21 @@ def smallest_int8_drop(qe: dict, tried: Sequence[dict] = ()) -> float | None:
     search's steps that left some (``int8_nodes_left``) and the candidates ``tried`` as built
     (``int8.try_unexcluded``). None when there is none."""
     drops = [(qe.get("before") or {}).get("drop_points", qe.get("drop_points"))]
-    last = len(qe.get("excluded") or []) if qe.get("int8_nodes_left") == 0 else None  # steps without the count
-    drops += [s["drop_points"] for s in qe.get("steps") or [] if s.get("int8_nodes_left", int(s["excluded"] != last)) > 0]
+    drops += [s["drop_points"] for s in qe.get("steps") or [] if s.get("int8_nodes_left", 1) > 0]
     drops += [t["drop_points"] for t in tried]
     drops = [d for d in drops if d is not None]
     return min(drops) if drops else None
 
 
-def is_fp32_graph(onnx_rec: dict) -> bool:
-    """Whether an int8 variant's record (``models[name]["onnx"]["int8"]``) met ``--max-quant-drop`` only with every
-    node in fp32: the file is the fp32 graph, with no int8 speed or size (pure)."""
-    qe = ((onnx_rec or {}).get("build") or {}).get("quant_exclusion") or {}
+def met_only_as_fp32(qe: dict) -> bool:
+    """Whether a ``quant_exclusion`` record met ``--max-quant-drop`` only with every node in fp32 (pure)."""
     return bool(qe.get("within_budget")) and qe.get("int8_nodes_left") == 0
+
+
+def is_fp32_graph(onnx_rec: dict) -> bool:
+    """Whether an int8 variant's record (``models[name]["onnx"]["int8"]``) is the fp32 graph: no int8 speed or
+    size (:func:`met_only_as_fp32`; pure)."""
+    return met_only_as_fp32(((onnx_rec or {}).get("build") or {}).get("quant_exclusion") or {})
 
 
 def calibration_batches(train, tokenizer, task, max_length: int, n: int = 64, batch_size: int = 16,
