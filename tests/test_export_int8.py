@@ -449,6 +449,9 @@ def test_export_records_the_candidates_and_the_budget_check(tmp_path):
 
     notes = [n for sec in build_report([run_dir]).sections for n in sec.notes]
     assert any(n.startswith(f"int8 (depth-04): {sel['winner']} shipped, ") and "tried fused " in n for n in notes)
+    spec = sel["measured_with"]
+    assert any(f"(timed at batch {spec['batch']}, seq {spec['seq']}, {spec['threads']} thread" in n
+               for n in notes if " shipped, " in n)
     ej = read_versioned(run_dir / "depth-04" / "onnx" / "export.json", "glp-bench-export", 1)
     assert ej["options"]["int8_candidate"] == "auto" and ej["options"]["max_quant_drop"] == 1.0
     # a forced candidate and another budget make int8 stale; fp32 is kept

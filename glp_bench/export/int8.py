@@ -164,7 +164,11 @@ def int8_notes(models: dict, names) -> list[str]:
         if sel.get("mode") == "measured":
             tried = ", ".join(f"{c['name']} {c['latency_ms']:.3g} ms" if c.get("latency_ms") is not None
                               else f"{c['name']} failed" for c in sel.get("candidates", []))
-            notes.append(f"int8 ({name}): {build['candidate']} shipped, {sel['why']}; tried {tried}")
+            spec = sel.get("measured_with") or {}
+            timed = (f" (timed at batch {spec['batch']}, seq {spec['seq']}, {spec['threads']} thread"
+                     f"{'' if spec['threads'] == 1 else 's'}, like this model's other int8 notes)"
+                     if {"batch", "seq", "threads"} <= set(spec) else "")
+            notes.append(f"int8 ({name}): {build['candidate']} shipped, {sel['why']}; tried {tried}{timed}")
         elif sel.get("mode") == "forced":
             notes.append(f"int8 ({name}): {build['candidate']} (chosen with --int8-candidate)")
         notes += _switch_notes(name, sel.get("switched"), build.get("quant_exclusion") or {})
