@@ -96,12 +96,10 @@ def read_versioned(path: str | os.PathLike, kind: str, supported: int) -> dict:
     return data
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's SHA-256, hex (``hashlib.file_digest``; glp_runtime keeps its own loop for Python 3.10)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def environment() -> dict:
