@@ -43,6 +43,12 @@ FORMAT = "glp-bench-latency"
 VERSION = 1
 
 
+def shape_words(shape: dict) -> str:
+    """A measurement's shape as the reports say it: ``batch 1, seq 128, 2 threads`` (pure)."""
+    t = shape["threads"]
+    return f"batch {shape['batch']}, seq {shape['seq']}, {t} thread" + ("" if t == 1 else "s")
+
+
 def group_key(m: dict) -> tuple:
     return (m["threads"], m["batch"], m["seq"])
 

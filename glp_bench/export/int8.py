@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..bench.results import shape_words
 from . import int8_select
 from .graph import fused_ops
 from .quant_exclude import drop_points, keep_score, met_only_as_fp32, smallest_int8_drop
@@ -165,8 +166,7 @@ def int8_notes(models: dict, names) -> list[str]:
             tried = ", ".join(f"{c['name']} {c['latency_ms']:.3g} ms" if c.get("latency_ms") is not None
                               else f"{c['name']} failed" for c in sel.get("candidates", []))
             spec = sel.get("measured_with") or {}
-            timed = (f" (timed at batch {spec['batch']}, seq {spec['seq']}, {spec['threads']} thread"
-                     f"{'' if spec['threads'] == 1 else 's'}, like this model's other int8 notes)"
+            timed = (f" (timed at {shape_words(spec)}, like this model's other int8 notes)"
                      if {"batch", "seq", "threads"} <= set(spec) else "")
             notes.append(f"int8 ({name}): {build['candidate']} shipped, {sel['why']}; tried {tried}{timed}")
         elif sel.get("mode") == "forced":

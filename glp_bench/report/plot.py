@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+from ..bench.results import shape_words
 from ..core.errors import GlpError
 from .stage import Report, Row, Section, metric_label, points, score_unit
 
@@ -93,10 +94,7 @@ def _panel(ax, section: Section, max_drop: float) -> None:
         ax.annotate(f"{rec.name} {rec.variant}", (rec.speedup, rec.score * 100), textcoords="offset points",
                     xytext=(-8, -16), ha="right", fontsize=8, color="crimson")
 
-    shape = section.shape
-    threads = f"{shape['threads']} thread" + ("s" if shape["threads"] != 1 else "")
-    ax.set_xlabel(f"speedup vs full-depth fp32 ONNX (×, higher is faster; batch {shape['batch']}, "
-                  f"seq {shape['seq']}, {threads})")
+    ax.set_xlabel(f"speedup vs full-depth fp32 ONNX (×, higher is faster; {shape_words(section.shape)})")
     ax.set_ylabel(f"dev {metric} ({score_unit(section.task)} = {metric} x 100)")
     emulated = " (emulated on this host)" if section.target_info.get("emulated") else ""
     ax.set_title(f"{section.run_name}: {section.task} on {section.target}{emulated}", fontsize=11)

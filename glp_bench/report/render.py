@@ -11,6 +11,7 @@ import io
 import os
 from pathlib import Path
 
+from ..bench.results import shape_words
 from ..core.rundir import RunDir
 from .quality import step_cells, training_cells
 from .stage import (
@@ -159,10 +160,8 @@ def section_title(section: Section) -> str:
     device = info.get("device") if info.get("device") != section.target else None
     ort = info.get("onnxruntime") and f"onnxruntime {info['onnxruntime']}"
     where = ", ".join(x for x in (device, host, ort) if x)
-    s = section.shape
-    threads = f"{s['threads']} thread" + ("s" if s["threads"] != 1 else "")
     return (f"{section.run_name}: {section.task} on {section.target}" + (f" ({where})" if where else "")
-            + f", batch {s['batch']}, seq {s['seq']}, {threads}")
+            + f", {shape_words(section.shape)}")
 
 
 def caption(section: Section, max_drop: float) -> str:
