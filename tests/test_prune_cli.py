@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from glp_bench.core.jsonio import umask
+
 from .conftest import assert_clean_error, build_tiny_model, run_cli
 
 
@@ -57,6 +59,9 @@ def test_smoke_prune_writes_valid_manifest(tiny6, cola_dir, tmp_path):
             cfg = json.loads((run_dir / rec["path"] / "config.json").read_text())
             assert cfg["num_hidden_layers"] == int(depth) and cfg["glp_kept_layers"] == rec["kept_layers"]
             assert (run_dir / rec["path"] / "model.safetensors").stat().st_size == rec["files"]["model.safetensors"]["size"]
+            # readable as any saved file (safetensors writes 0600): another user can serve the run's models
+            modes = {f.name: f.stat().st_mode & 0o777 for f in (run_dir / rec["path"]).iterdir()}
+            assert set(modes.values()) == {0o644 & ~umask()}, modes
     top_kept = m["models"][m["strategies"]["top"]["models"]["4"]]["kept_layers"]
     assert top_kept == [0, 1, 2, 3]
     assert "dev scores per depth" in proc.stdout

@@ -40,11 +40,13 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from ..core.outputs import check_output
     from ..core.preflight import writable_dir
     from ..core.progress import console, make_progress
     from ..deploy.bundle import deploy
 
     writable_dir(args.out, "--out")  # before the export check, not after it
+    check_output(args.out, "--out", folder=True, example="bundles/my-model")
     with make_progress(transient=True) as progress:
         task_id = progress.add_task("deploy", total=None)
 

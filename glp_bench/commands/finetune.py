@@ -52,6 +52,7 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..core.errors import GlpError
+    from ..core.outputs import check_output
     from ..core.preflight import writable_dir
     from ..core.rundir import default_run_dir
     from ..data.checks import check_train_split
@@ -79,6 +80,7 @@ def run(args) -> int:
                       warmup_ratio=args.warmup, precision=precision)
     out = Path(args.out) if args.out else default_run_dir(task.name, model_slug(model_id)) / "finetune"
     writable_dir(out, "--out")  # before the training, not after it
+    check_output(out, "--out", folder=True, example="runs/my-finetune")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise GlpError(f"--out {out} already holds a result; add --force to replace it (the old one is moved "
                        "aside) or choose another --out")

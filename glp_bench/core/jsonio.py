@@ -20,12 +20,38 @@ from .errors import RunDirError
 from .machine import cpu_model, logical_cores, physical_cores
 
 
+def umask() -> int:
+    """This process's umask (``/proc/self/status``; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(folder: Path) -> None:
+    """Temp files are private (0600/0700) and so are safetensors' weights: ``folder`` and the files in it get
+    the usual 0755/0644, minus the umask, as ``open`` would have given them."""
+    mask = umask()
+    folder.chmod(0o755 & ~mask)
+    for f in folder.iterdir():
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o644 & ~mask)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``."""
+    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``. The file
+    gets the permissions ``open`` gives (0666 minus the umask), not the temp file's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import DeployError
-from ..core.jsonio import atomic_write_json, stamp
+from ..core.jsonio import atomic_write_json, publish_permissions, stamp
 from ..core.machine import physical_cores
 from ..core.rundir import RunDir, now
 from .check import self_check
@@ -67,7 +67,6 @@ from .layout import (
     clean_stale,
     expected_section,
     latency_section,
-    publish_permissions,
     replace_dir,
     tokenizer_settings,
 )

@@ -134,15 +134,6 @@ def _copy_checked(src: Path, dst: Path, sha256: str | None, what: str) -> dict:
     return {"size": dst.stat().st_size, "sha256": digest}
 
 
-def publish_permissions(folder: Path) -> None:
-    """Temp files are private (0600/0700); a bundle gets the usual 0644/0755, minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o755 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o644 & ~umask)
-
-
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` folder to ``out``; an existing bundle there is replaced."""
     if out.exists():

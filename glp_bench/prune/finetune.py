@@ -16,7 +16,7 @@ def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, devi
     """Fine-tune ``model_id`` without ``layers`` on ``data["train"]``, score it on the dev split(s) and save
     model, tokenizer and ``scores.json`` (format ``glp-bench-finetune``) into ``out``; returns (scores, stats).
     ``pooling``: ``cls`` or ``mean`` (default: what the model's config records, else cls)."""
-    from ..core.jsonio import atomic_write_json, stamp
+    from ..core.jsonio import atomic_write_json, publish_permissions, stamp
     from ..core.progress import make_progress
     from ..core.rundir import now
     from ..data.tasks import flatten_scores
@@ -41,6 +41,7 @@ def finetune_model(task, model_id: str, data: dict, layers: list[int], cfg, devi
     staged = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
     save_classifier(model, tokenizer, staged / "model")
+    publish_permissions(staged / "model")  # safetensors writes its weights 0600
     atomic_write_json(staged / "scores.json", stamp("glp-bench-finetune", 1, {
         "task": task.name, "model": model_id, "kept_layers": kept_layers(model.config), "device": device,
         "pooling": model.config.glp_pooling,

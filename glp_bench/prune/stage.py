@@ -41,7 +41,9 @@ import math
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
+from ..core.jsonio import publish_permissions
 from ..core.rundir import RunDir, file_record
 from .finals import record_comparison, run_finals
 from .halving import RUNGS
@@ -103,6 +105,7 @@ class Pruner:
     def install(self, name: str, record: dict, staged) -> dict:
         """Move a finished model from its staging folder to ``<run>/<name>/model``; its manifest record."""
         target = self.run.model_path(name)
+        publish_permissions(Path(staged))  # safetensors writes its weights 0600
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staged, target)
         return {**record, "path": str(target.relative_to(self.run.path)),
