@@ -80,6 +80,34 @@ def test_bad_numbers_are_refused_while_parsing(args, fragment, capsys):
     assert_refused(cli(capsys, *args), fragment)
 
 
+# --- lists: an empty entry is a typo, refused (never read as a shorter list) ------------------------------
+LISTS = [(["latency", opt, v], "argument " + opt) for opt, v in [
+    ("--batch-sizes", "1,,8"), ("--threads", "1,"), ("--seq-lengths", ","), ("--models", ""),
+    ("--variants", "fp32,")]]
+
+
+@pytest.mark.parametrize("args, fragment", LISTS, ids=[" ".join(a[1:]) for a, _ in LISTS])
+def test_lists_with_an_empty_entry_are_refused_while_parsing(args, fragment, capsys):
+    assert_refused(cli(capsys, *args), fragment)
+
+
+@pytest.mark.parametrize("text", ["fp32,,int8", "int8,", ",", ""])
+def test_stage_lists_with_an_empty_entry_are_refused(text):
+    from glp_bench.core.errors import ExportError, GlpError, TaskError
+    from glp_bench.data.task_def import normalize
+    from glp_bench.export.variants import parse_variants
+    from glp_bench.prune.search import parse_strategies
+
+    with pytest.raises(ExportError, match="--variants"):
+        parse_variants(text)
+    with pytest.raises(GlpError, match="--strategy"):
+        parse_strategies(text.replace("fp32", "glp").replace("int8", "top"))
+    with pytest.raises(TaskError, match="labels"):
+        normalize({"name": "mine", "train": "t.csv", "dev": "d.csv",
+                   "labels": text.replace("fp32", "a").replace("int8", "b")}, "flags", check_files=False)
+    assert parse_variants(" int8 , fp32") == ["fp32", "int8"] and parse_strategies("top, glp") == ["top", "glp"]
+
+
 def test_gate_factor_at_most_one_is_refused(capsys, tmp_path):
     assert_refused(cli(capsys, "gate", "a.onnx", "b.onnx", "--factor", "0.5"), "--factor must be > 1")
 

@@ -6,20 +6,36 @@ from ..bench.settings import LATENCY
 from ._common import non_negative_float, non_negative_int, positive_float, positive_int
 
 
+def _items(text: str, example: str) -> list[str]:
+    """A comma-separated list; an empty one or an empty entry (``1,,2``, ``fp32,``) is refused, not skipped."""
+    import argparse
+
+    from ..core.vocab import split_names
+
+    try:
+        return split_names(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}: give a comma-separated list, e.g. {example}") from None
+
+
 def _ints(text: str) -> list[int]:
     import argparse
 
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in _items(text, "1,8")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
+    if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
 
 
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+def _models(text: str) -> list[str]:
+    return _items(text, "depth-06,depth-03")
+
+
+def _variants(text: str) -> list[str]:
+    return _items(text, "fp32,int8")
 
 
 def add_parser(sub):
@@ -39,8 +55,8 @@ def add_parser(sub):
                    "$GLP_BENCH_TARGETS) or a path to a target .toml (default cpu)")
     p.add_argument("--run", "--run-dir", dest="run_dir", default=None,
                    help="run directory (default: the only one under ./runs)")
-    p.add_argument("--models", type=_names, default=None, help="only these models, e.g. depth-06,depth-03")
-    p.add_argument("--variants", type=_names, default=None, help="override the target's variants, e.g. fp32,int8")
+    p.add_argument("--models", type=_models, default=None, help="only these models, e.g. depth-06,depth-03")
+    p.add_argument("--variants", type=_variants, default=None, help="override the target's variants, e.g. fp32,int8")
     p.add_argument("--sweep", choices=("quick", "full"), default="quick",
                    help="quick (default): the target's last thread count, its two smallest batch sizes and the "
                    "sequence length nearest the run's max_length; full: every thread count x batch size x "

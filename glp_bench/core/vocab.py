@@ -36,3 +36,12 @@ def variant_rank(variant: str, torch_first: bool = False) -> int:
 def ok_variants(record: dict) -> list[str]:
     """The variants of a model record (``manifest["models"][name]``) whose export succeeded, in order."""
     return sorted((v for v, r in (record.get("onnx") or {}).items() if r.get("status") == "ok"), key=variant_rank)
+
+
+def split_names(text: str) -> list[str]:
+    """A comma-separated list (``fp32,int8``), entries stripped; ``ValueError`` for an empty list or an empty
+    entry (``fp32,,int8``, ``glp,``): a typo is refused, never read as a shorter list."""
+    items = [x.strip() for x in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{text!r} has an empty entry" if any(items) else f"{text!r} names nothing")
+    return items

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import TaskError
+from ..core.vocab import split_names
 from .tasks import TASKS, Task
 
 CLASS_METRICS = ("accuracy", "f1", "mcc")
@@ -77,7 +78,10 @@ class Metrics:
 
 def _str_list(value, what: str, src: str) -> list[str]:
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
+        try:
+            value = split_names(value)
+        except ValueError as e:
+            raise TaskError(f"{src}: {what} {e}: give comma-separated names, e.g. a,b") from None
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise TaskError(f"{src}: {what} must be a name or a list of names, got {value!r}")
     return list(value)

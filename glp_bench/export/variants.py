@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..core.errors import ExportError
 from ..core.machine import cpu_flags
+from ..core.vocab import split_names
 from .graph import fused_ops, optimize_graph
 from .validate import CPU, CUDA
 
@@ -58,7 +59,10 @@ PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
 
 def parse_variants(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """Variant names in canonical order, fp32 always included (it is the source of the others)."""
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    try:
+        names = split_names(spec) if isinstance(spec, str) else [s.strip() for s in spec]
+    except ValueError as e:
+        raise ExportError(f"--variants {e}: give comma-separated variants, e.g. fp32,int8") from None
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ExportError(f"unknown variant(s) {', '.join(map(repr, unknown))}; choose from {', '.join(VARIANTS)}")

@@ -30,8 +30,12 @@ ScoreMany = Callable[[tuple[int, ...], list[int]], Iterator[tuple[int, Score]]]
 
 def parse_strategies(text: str) -> list[str]:
     from ..core.errors import GlpError
+    from ..core.vocab import split_names
 
-    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    try:
+        names = [s.lower() for s in split_names(text)]
+    except ValueError as e:
+        raise GlpError(f"--strategy {e}: give comma-separated strategies, e.g. glp,top") from None
     unknown = [s for s in names if s not in STRATEGIES]
     if unknown or not names:
         raise GlpError(f"unknown strategy {', '.join(unknown) or repr(text)}; choose from {', '.join(STRATEGIES)} (comma-separated)")
