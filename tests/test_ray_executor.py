@@ -93,14 +93,19 @@ class Killer(threading.Thread):
 
     def run(self):
         while not self.stop.is_set() and len(self.killed) < self.times:
-            for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+            # os.listdir, not Path.glob: glob stats each entry, and a process that exits in between raised
+            # ProcessLookupError out of the loop (the thread died, the test saw no kill)
+            for pid in (int(n) for n in os.listdir("/proc") if n.isdigit()):
                 try:
-                    title = cmd.read_bytes().split(b"\0")[0].decode(errors="replace").split(" ")[0]
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                pid = int(cmd.parent.name)
+                title = cmd.split(b"\0")[0].decode(errors="replace").split(" ")[0]
                 if title.startswith(self.prefix) and pid not in self.killed and self._ours(pid):
-                    os.kill(pid, signal.SIGKILL)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        continue
                     self.killed.append(pid)
                     break
             time.sleep(0.01)
