@@ -43,7 +43,6 @@ def measure_run(run_dir, target, out: str | Path | None = None, *, models=None, 
     from rich.console import Console
 
     from ..core.jsonio import environment
-    from ..core.outputs import check_output
     from ..core.preflight import writable_file
     from ..core.progress import make_progress
     from ..core.rundir import now
@@ -61,8 +60,8 @@ def measure_run(run_dir, target, out: str | Path | None = None, *, models=None, 
                          "configuration and round"}
     host = {"onnxruntime": ort.__version__, "available_providers": ort.get_available_providers(),
             "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    out = writable_file(out or run_dir.latency_path(target.name), "--out")
-    check_output(out, "--out", writes=results.FORMAT, example=f"{run_dir.latency_path(target.name)}")
+    out = writable_file(out or run_dir.latency_path(target.name), "--out", writes=results.FORMAT,
+                        example=str(run_dir.latency_path(target.name)))
     old = earlier_results(out, replace, {"environment": environment(), "target": target.to_dict()})
     current_sha = {(n, v): (r.get("onnx") or {}).get(v, {}).get("sha256") for n, r in run_dir.models.items()
                    for v in (r.get("onnx") or {})}

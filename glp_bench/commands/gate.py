@@ -106,7 +106,6 @@ def _run_scores(args) -> int:
     from rich.console import Console
 
     from ..core.jsonio import atomic_write_json, stamp
-    from ..core.outputs import check_output
     from ..core.preflight import writable_file
     from ..gate import decide
     from ..gate.render import outcome_text, score_tables
@@ -115,8 +114,7 @@ def _run_scores(args) -> int:
 
     quiet_hf()
     if args.json:
-        writable_file(args.json, "--json")
-        check_output(args.json, "--json", writes=JSON_FORMAT, example="gate.json")
+        writable_file(args.json, "--json", writes=JSON_FORMAT, example="gate.json")
     base_spec, cand_spec = _specs(args)
     r = run_score_gate(base_spec, cand_spec, ScoreGateOptions.from_args(args))
     out = Console()
@@ -154,7 +152,6 @@ def run(args) -> int:
 
     from ..core.errors import GlpError
     from ..core.jsonio import atomic_write_json, stamp
-    from ..core.outputs import check_output
     from ..core.preflight import writable_file
     from ..gate import decide
     from ..gate.render import outcome_text, sides_table, structure_table, timing_table
@@ -168,8 +165,7 @@ def run(args) -> int:
     if args.factor is not None and args.factor <= 1:
         raise GlpError(f"--factor must be > 1 (a slowdown ratio such as 1.10), got {args.factor}")
     if args.json:
-        writable_file(args.json, "--json")  # before the measurement, not after it
-        check_output(args.json, "--json", writes=JSON_FORMAT, example="gate.json")
+        writable_file(args.json, "--json", writes=JSON_FORMAT, example="gate.json")  # before the measurement
     base_spec, cand_spec = _specs(args)
     r = run_gate(base_spec, cand_spec, GateOptions.from_args(args))
     setup, passes = r.setup, r.passes

@@ -53,7 +53,6 @@ def run(args) -> int:
     from ..bench.plan import find_run_dir
     from ..core.errors import GlpError
     from ..core.jsonio import atomic_write_text
-    from ..core.outputs import check_output
     from ..core.preflight import writable_file
     from ..report.glue import build_glue, check_glue_only, render_report_rich, report_text
     from ..report.render import JSON_FORMAT
@@ -61,8 +60,7 @@ def run(args) -> int:
 
     for option, path, writes in (("--output", args.output, JSON_FORMAT), ("--plot", args.plot, None)):
         if path:
-            writable_file(path, option)  # before reading anything
-            check_output(path, option, writes=writes, example="report.md" if option == "--output" else "plot.png")
+            writable_file(path, option, writes=writes, example="report.md" if option == "--output" else "plot.png")
     if args.output and args.plot and Path(args.output).absolute() == Path(args.plot).absolute():
         raise GlpError(f"--output and --plot name the same file {args.output}; give the plot its own file")
     runs = args.runs or [find_run_dir(None)]

@@ -19,13 +19,16 @@ import os
 import re
 from pathlib import Path
 
-from .errors import GlpError
+from glp_runtime.bundle import FORMAT as BUNDLE_FORMAT
+from glp_runtime.bundle import MANIFEST as BUNDLE_MANIFEST
 
-RUN_MANIFEST, BUNDLE_MANIFEST = "manifest.json", "bundle.json"
-RUN_FOLDERS = ("search", "teacher")  # a run's own folders besides its models'
-LATENCY = "latency"
+from .errors import GlpError
+from .rundir import FORMAT as RUN_FORMAT
+from .rundir import LATENCY_DIR, MANIFEST, TEACHER_FILE
+from .runlock import lock_path
+
+RUN_FOLDERS = ("search", Path(TEACHER_FILE).parts[0])  # a run's own folders besides its models'
 _FORMAT_HEAD = re.compile(rb'\A\s*\{\s*"format"\s*:\s*"(glp-bench-[A-Za-z0-9-]+)"')
-_LOCK = re.compile(r"\A\.(.+)\.lock\Z")
 
 
 def results_format(path: Path) -> str | None:
@@ -40,17 +43,17 @@ def results_format(path: Path) -> str | None:
 
 
 def _is_run(folder: Path) -> bool:
-    return results_format(folder / RUN_MANIFEST) == "glp-bench-run"
+    return results_format(folder / MANIFEST) == RUN_FORMAT
 
 
 def _is_bundle(folder: Path) -> bool:
-    return results_format(folder / BUNDLE_MANIFEST) == "glp-bench-bundle"
+    return results_format(folder / BUNDLE_MANIFEST) == BUNDLE_FORMAT
 
 
-def _run_folder(root: Path, name: str) -> str | None:
-    """What ``root/name`` is to the run, when it is one of the run's own folders."""
+def _run_folder(root: Path, name: str, latency: bool) -> str | None:
+    """What ``root/name`` is to the run, when it is one of the run's own folders (``latency/`` too if asked)."""
     d = root / name
-    if name in RUN_FOLDERS and d.is_dir():
+    if (name in RUN_FOLDERS or latency and name == LATENCY_DIR) and d.is_dir():
         return f"its {name} folder"
     if (d / "model").is_dir() or (d / "onnx").is_dir():
         return f"the folder of its model {name}"
@@ -67,9 +70,10 @@ def owner(path: str | os.PathLike, *, folder: bool = False) -> str | None:
     """Why ``path`` belongs to a run or a bundle (a phrase), else None. ``folder``: the output is a folder,
     so a run folder itself counts (a file output's path can never be one)."""
     real = _real(Path(path))
-    m = _LOCK.match(real.name)
-    if m and _is_run(real.parent / m.group(1)):
-        return f"the lock file of the run {real.parent / m.group(1)}"
+    if real.name.startswith(".") and real.name.endswith(".lock"):  # runlock's .NAME.lock beside the run
+        run = real.parent / real.name[1:-len(".lock")]
+        if _is_run(run) and lock_path(run) == real:
+            return f"the lock file of the run {run}"
     if folder and _is_run(real):
         return "a run directory"
     for parent in real.parents:
@@ -77,11 +81,9 @@ def owner(path: str | os.PathLike, *, folder: bool = False) -> str | None:
             return f"inside the deploy bundle {parent}"
         if _is_run(parent):
             rel = real.relative_to(parent).parts
-            if rel == (RUN_MANIFEST,):
+            if rel == (MANIFEST,):
                 return f"the manifest of the run {parent}"
-            what = _run_folder(parent, rel[0]) if len(rel) > 1 or folder else None
-            if folder and rel == (LATENCY,) and real.is_dir():
-                what = "its latency folder"
+            what = _run_folder(parent, rel[0], latency=folder and len(rel) == 1) if len(rel) > 1 or folder else None
             if what:
                 return f"inside the run {parent} ({what})"
     return None

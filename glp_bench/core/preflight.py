@@ -40,12 +40,16 @@ def writable_dir(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
-def writable_file(path: str | os.PathLike, option: str) -> Path:
-    """``path`` is (or can be created as) a writable file (atomic writes need its folder writable)."""
+def writable_file(path: str | os.PathLike, option: str, *, writes: str | None, example: str = "") -> Path:
+    """``path`` is (or can be created as) a writable file (atomic writes need its folder writable) that is no
+    file of a run or a bundle, nor a results file of a format other than ``writes`` (``outputs.check_output``)."""
+    from .outputs import check_output
+
     path = Path(path).expanduser()
     if path.is_dir() or str(path).endswith(os.sep):
         raise GlpError(f"{option} {path} is a folder; give a file name, e.g. {path}/report.md")
     _check_parent(path.absolute().parent, option)
+    check_output(path, option, writes=writes, example=example)
     return path
 
 
