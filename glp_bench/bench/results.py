@@ -175,7 +175,7 @@ def save(path: str | os.PathLike, doc: dict) -> None:
 
 def load(path: str | os.PathLike) -> dict:
     """Read a latency file (refuses other formats and newer versions with a clear RunDirError)."""
-    from ..core.preflight import check_latency
+    from ..core.shapes import check_latency
 
     doc = read_versioned(path, FORMAT, VERSION)
     check_latency(doc, path)  # wrong-typed fields: one clear error (exit 2), not a crash in a reader

@@ -48,6 +48,7 @@ from pathlib import Path
 from .errors import RunDirError
 from .jsonio import atomic_write_json, environment, read_versioned, sha256_file
 from .records import ModelRecord, RunConfig, StrategyRecord, section
+from .shapes import check_manifest
 
 FORMAT = "glp-bench-run"
 VERSION = 7
@@ -149,8 +150,6 @@ class RunDir:
         if not self.exists():
             raise RunDirError(f"{self.path} is not a glp-bench run directory (no manifest.json); run 'glp-bench prune' first")
         self.data = migrate(read_versioned(self.manifest_path, FORMAT, VERSION))
-        from .preflight import check_manifest
-
         check_manifest(self.data, self.manifest_path)  # wrong-typed fields: one clear error, not a crash later
         self.check_paths()  # every recorded path inside the run
         return self
