@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -331,6 +333,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["issue32"], default=None,
                     help="issue32: only the symlinked-writer, disk-full and int8-kill trials (no kill trials)")
     args = ap.parse_args(argv)
+    results_file.check(ap, args.json, "--json", "glp-bench-faults")
     if args.only:
         args.trials = 0
     stages = [s for s in args.stages.split(",") if s]

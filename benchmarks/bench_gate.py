@@ -29,7 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file
 from gate_models import REPO, copy_export, export_depth, log
+
+FORMAT, VERSION = "glp-bench-gate-bench", 1
 
 
 def gate_run(base: Path, cand: Path, out: Path, args) -> dict:
@@ -61,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="folder for the models and the gate JSON files (kept)")
     p.add_argument("--json", default=None, help="write every run and the figures to this file")
     args = p.parse_args(argv)
+    results_file.check(p, args.json, "--json", FORMAT)
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="glp-bench-gate-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -108,10 +112,10 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs" + (" (busy machine: timings are noisy)" if max(load_before[0], load_after[0]) > 1 else ""))
     print(f"{int(ok_power) + int(ok_false)} passed, {2 - int(ok_power) - int(ok_false)} failed")
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        results_file.write(args.json, FORMAT, VERSION, {
             "settings": vars(args), "runs": runs, "flagged": flagged, "false_positives": false,
             "undecided": undecided, "total_s": total, "load_before": load_before, "load_after": load_after,
-        }, indent=2) + "\n")
+        })
     return 0 if ok_power and ok_false else 1
 
 

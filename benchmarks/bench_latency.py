@@ -42,11 +42,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file
+
 from glp_bench.bench import stats
 from glp_bench.bench.runner import BenchConfig, measure
 from glp_bench.core.machine import cpu_model, physical_cores
 
 REPO = Path(__file__).resolve().parents[1]
+FORMAT, VERSION = "glp-bench-latency-bench", 1
 
 # The minimal independent timing loop of target 1: plain onnxruntime, nothing from glp-bench.
 INDEPENDENT_LOOP = r"""
@@ -199,6 +202,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="folder for the exported models (kept; default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    results_file.check(p, args.json, "--json", FORMAT)
 
     t_start = time.perf_counter()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -230,8 +234,8 @@ def main(argv=None) -> int:
         print(f"  note: spread too large to trust (CV > {stats.DEFAULT_MAX_CV:.0%}) for {', '.join(unstable)}")
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed ({figures['seconds']:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"figures": figures, "checks": [
-            {"name": n, "value": v, "target": t, "passed": ok} for n, v, t, ok in checks]}, indent=2, default=str) + "\n")
+        results_file.write(args.json, FORMAT, VERSION, {"figures": figures, "checks": [
+            {"name": n, "value": v, "target": t, "passed": ok} for n, v, t, ok in checks]})
     return 1 if failed else 0
 
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import results_file
+
 FORMAT, VERSION = "glp-bench-main-job", 1
 
 
@@ -101,7 +103,6 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from glp_bench.core.jsonio import atomic_write_json, stamp
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="runs/bench-main-job", help="the run directory (default %(default)s)")
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench-main-job.json", help="JSON results file (default %(default)s)")
     ap.add_argument("extra", nargs="*", help="more prune options after --, e.g. -- --strategy glp")
     args = ap.parse_args(argv)
+    results_file.check(ap, args.out, "--out", FORMAT)
     run_dir = Path(args.run)
     wall = None
     if not args.reuse:
@@ -135,9 +137,8 @@ def main(argv=None) -> int:
         console.print(f"successive halving: {halving['trained']:g} of {halving['full']:g} candidate budgets trained, "
                       f"{halving['saved']:.0%} of the candidate compute saved")
     out = Path(args.out)
-    atomic_write_json(out, stamp(FORMAT, VERSION, {"run": str(run_dir), "wall_seconds": wall, "parts": rows,
-                                                   "totals": totals, "halving": halving}))
-    console.print(f"written: {out}")
+    results_file.write(out, FORMAT, VERSION, {"run": str(run_dir), "wall_seconds": wall, "parts": rows,
+                                             "totals": totals, "halving": halving})
     return 0
 
 

@@ -18,6 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import results_file
+
 FORMAT, VERSION = "glp-bench-bench-pooling-heldout", 1
 POOLINGS = ("cls", "mean")
 
@@ -30,6 +32,7 @@ def main() -> int:
     args = p.parse_args()
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    results_file.check(p, args.out, "--out", FORMAT)
 
     from glp_bench.commands._common import quiet_hf
     from glp_bench.core.jsonio import atomic_write_json, environment, read_versioned

@@ -38,7 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file
+
 REPO = Path(__file__).resolve().parents[1]
+FORMAT, VERSION = "glp-bench-ray-bench", 1
 
 
 def expected_speedup(n_layers: int, min_depth: int, gpus: int, search_examples: float, final_examples: float,
@@ -161,6 +164,7 @@ def main() -> int:
     ap.add_argument("--skip-search", action="store_true", help="sections 1, 2 and 4 only")
     ap.add_argument("--json", default=None, help="write the figures to this file")
     args = ap.parse_args()
+    results_file.check(ap, args.json, "--json", FORMAT)
 
     import ray
 
@@ -185,7 +189,7 @@ def main() -> int:
               f"(search x{e['search_speedup']}), {e['finals']} finals in {e['final_rounds']} round(s) "
               f"(x{e['final_speedup']}), total x{e['total_speedup']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        results_file.write(args.json, FORMAT, VERSION, report)
     return 0
 
 

@@ -337,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the results here (versioned JSON)")
     args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    import results_file
+
+    results_file.check(p, args.json, "--json", FORMAT)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad or args.requests < 1 or args.clients < 1 or args.rate <= 0 or args.time_limit <= 0:
@@ -373,19 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     for text, met, binding in results:
         print(f"{'PASS' if met else 'FAIL'}{'' if binding else ' (reported)'}  {text}")
     if args.json:
-        sys.path.insert(0, str(REPO))
-        from glp_bench.core.jsonio import atomic_write_json, environment
-
         summary = json.loads((args.bundle / "bundle.json").read_text())
-        atomic_write_json(args.json, {
-            "format": FORMAT, "version": VERSION, "environment": environment(),
+        results_file.write(args.json, FORMAT, VERSION, {
             "bundle": {"path": str(args.bundle), "model": summary.get("model"), "target": summary.get("target")},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "client": "threads + http.client (standard library), open loop, one connection per request",
             "results": list(rows.values()),
             "checks": [{"target": t, "met": m, "binding": b} for t, m, b in results],
         })
-        print(f"wrote {args.json}")
     return 1 if any(b and not m for _, m, b in results) else 0
 
 

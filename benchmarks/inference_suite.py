@@ -52,9 +52,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file
 from gate_models import REPO, export_depth, log, source_model
 
+from glp_bench.core.jsonio import atomic_write_text
+
 BASELINES = Path(__file__).resolve().parent / "baselines" / "minilm-l6.json"
+FORMAT, VERSION = "glp-bench-inference-suite", 1
 BASELINE_FORMAT, BASELINE_VERSION = "glp-bench-suite-baseline", 2  # 2: int8 baselines per int8 preset
 INJECTIONS = ("extra-layer", "lost-fusion", "no-quantization", "threads")
 FACT_KEYS = ("layers", "nodes", "initializers", "parameters", "file_size", "opset", "ops", "fused", "families")
@@ -80,7 +84,7 @@ def build_glp(work: Path, inject: str | None) -> dict[str, Path]:
             rec = build_variant(variant, d6, AutoConfig.from_pretrained(d6.parent), preset)
             if variant == "int8":
                 log(f"  int8: {rec['candidate']} ({rec['selection']['why']})")
-                _build_record(path).write_text(json.dumps(rec, indent=2) + "\n")
+                atomic_write_text(_build_record(path), json.dumps(rec, indent=2) + "\n")
         out[f"depth-06/{variant}"] = path
     if inject == "lost-fusion":
         shutil.copy2(d6, out["depth-06/fp32-opt"])
@@ -311,7 +315,7 @@ def update_baselines(artifacts: dict[str, Path]) -> None:
            "artifacts": {k: keep(p) for k, p in artifacts.items() if not k.endswith("int8")},
            "int8": dict(sorted(int8.items()))}
     BASELINES.parent.mkdir(parents=True, exist_ok=True)
-    BASELINES.write_text(json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(BASELINES, json.dumps(doc, indent=2) + "\n")
     log(f"wrote {BASELINES.relative_to(REPO)}")
 
 
@@ -332,6 +336,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.worker:
         return worker_main()
+    results_file.check(p, args.json, "--json", FORMAT)
 
     from rich.console import Console
     from rich.table import Table
@@ -395,10 +400,10 @@ def main(argv=None) -> int:
     out.print(f"built in {t_built - t_start:.0f} s, measured in {seconds - (t_built - t_start):.0f} s; load average "
               f"{load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        results_file.write(args.json, FORMAT, VERSION, {
             "inject": args.inject, "seconds": seconds, "load": [load_before, load_after], "versions": versions(),
             "checks": [{k: (v if k != "passes" else [p.to_dict() for p in v]) for k, v in c.items()} for c in checks],
-        }, indent=2, default=str) + "\n")
+        })
     verdict = "FAIL" if failed else "PASS"
     out.print(f"inference suite: {verdict} ({len(checks) - len(failed)} of {len(checks)} checks ok, {seconds:.0f} s)")
     return 1 if failed else 0

@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file
+
+FORMAT, VERSION = "glp-bench-score-suite", 1
 REPO = Path(__file__).resolve().parents[1]
 PAIR = REPO / "benchmarks" / "score_pair"
 CHECKS = (("worse model fails", "good.onnx", "worse.onnx", 1),
@@ -51,6 +54,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None, help="write every check to this file")
     args = p.parse_args(argv)
+    results_file.check(p, args.json, "--json", FORMAT)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="glp-bench-score-suite-") as tmp:
         checks = []
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
     failed = [c for c in checks if not c["ok"]]
     seconds = time.perf_counter() - t0
     if args.json:
-        Path(args.json).write_text(json.dumps({"seconds": seconds, "checks": checks}, indent=2) + "\n")
+        results_file.write(args.json, FORMAT, VERSION, {"seconds": seconds, "checks": checks})
     print(f"score suite: {'FAIL' if failed else 'PASS'} ({len(checks) - len(failed)} of {len(checks)} checks ok, "
           f"{seconds:.0f} s)")
     return 1 if failed else 0
