@@ -103,14 +103,13 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="runs/bench-main-job", help="the run directory (default %(default)s)")
     ap.add_argument("--reuse", action="store_true", help="tabulate the finished run in --run; run nothing")
     ap.add_argument("--out", default="bench-main-job.json", help="JSON results file (default %(default)s)")
     ap.add_argument("extra", nargs="*", help="more prune options after --, e.g. -- --strategy glp")
     args = ap.parse_args(argv)
-    results_file.check(ap, args.out, "--out", FORMAT)
+    out = results_file.check(ap, args.out, "--out", FORMAT)
     run_dir = Path(args.run)
     wall = None
     if not args.reuse:
@@ -136,7 +135,6 @@ def main(argv=None) -> int:
     if halving:
         console.print(f"successive halving: {halving['trained']:g} of {halving['full']:g} candidate budgets trained, "
                       f"{halving['saved']:.0%} of the candidate compute saved")
-    out = Path(args.out)
     results_file.write(out, FORMAT, VERSION, {"run": str(run_dir), "wall_seconds": wall, "parts": rows,
                                              "totals": totals, "halving": halving})
     return 0
