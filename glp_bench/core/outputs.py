@@ -24,10 +24,10 @@ from glp_runtime.bundle import MANIFEST as BUNDLE_MANIFEST
 
 from .errors import GlpError
 from .rundir import FORMAT as RUN_FORMAT
-from .rundir import LATENCY_DIR, MANIFEST, TEACHER_FILE
+from .rundir import LATENCY_DIR, MANIFEST, SEARCH_DIR, TEACHER_FILE
 from .runlock import lock_path
 
-RUN_FOLDERS = ("search", Path(TEACHER_FILE).parts[0])  # a run's own folders besides its models'
+RUN_FOLDERS = (SEARCH_DIR, Path(TEACHER_FILE).parts[0])  # a run's own folders besides its models'
 _FORMAT_HEAD = re.compile(rb'\A\s*\{\s*"format"\s*:\s*"(glp-bench-[A-Za-z0-9-]+)"')
 
 

@@ -54,6 +54,7 @@ FORMAT = "glp-bench-run"
 VERSION = 7
 RUNS_ROOT = "runs"
 MANIFEST = "manifest.json"
+SEARCH_DIR = "search"  # the GLP search's held-out predictions and paused states
 TEACHER_FILE = "teacher/train-logits.npy"
 LATENCY_DIR = "latency"
 REPORT_FILE = "report.md"
@@ -317,24 +318,24 @@ class RunDir:
         """Held-out predictions of one GLP candidate fine-tune (for the bootstrap), ``search/step-SS/...``; with
         ``rung``, at that rung of successive halving (``...rung-R.npy``)."""
         at = "" if rung is None else f".rung-{rung + 1}"
-        return self.inside(self.path / "search" / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}{at}.npy",
+        return self.inside(self.path / SEARCH_DIR / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}{at}.npy",
                            "the search folder")
 
     def paused_path(self, step: int, layer: int, seed: int | str) -> Path:
         """The saved state of a GLP candidate paused by successive halving (removed once it stops or finishes)."""
-        return self.inside(self.path / "search" / f"step-{step + 1:02d}" / "paused" / f"layer-{layer:02d}.seed-{seed}.pt",
+        return self.inside(self.path / SEARCH_DIR / f"step-{step + 1:02d}" / "paused" / f"layer-{layer:02d}.seed-{seed}.pt",
                            "the search folder")
 
     def sweep_preds_path(self, lr: float, seed: int | str, rung: int | None = None) -> Path:
         """Held-out predictions of one recipe-sweep point at a rung of successive halving
         (``search/sweep/lr-L.seed-S.rung-R.npy``; ``rung`` None: the whole budget's)."""
         at = "" if rung is None else f".rung-{rung + 1}"
-        return self.inside(self.path / "search" / "sweep" / f"lr-{lr:g}.seed-{seed}{at}.npy", "the search folder")
+        return self.inside(self.path / SEARCH_DIR / "sweep" / f"lr-{lr:g}.seed-{seed}{at}.npy", "the search folder")
 
     def sweep_paused_path(self, lr: float, seed: int | str) -> Path:
         """The saved state of a recipe-sweep point paused by successive halving (removed once it stops or
         finishes)."""
-        return self.inside(self.path / "search" / "sweep" / "paused" / f"lr-{lr:g}.seed-{seed}.pt", "the search folder")
+        return self.inside(self.path / SEARCH_DIR / "sweep" / "paused" / f"lr-{lr:g}.seed-{seed}.pt", "the search folder")
 
     @property
     def latency_dir(self) -> Path:
