@@ -314,28 +314,30 @@ class RunDir:
         """The reference model's logits on the train split (distillation's soft targets)."""
         return self.inside(self.path / TEACHER_FILE, "teacher")
 
+    def _search_file(self, *parts: str) -> Path:
+        """A file under ``search/`` (``SEARCH_DIR``), checked to stay inside the run (``inside``)."""
+        return self.inside(self.path.joinpath(SEARCH_DIR, *parts), "the search folder")
+
     def preds_path(self, step: int, layer: int, seed: int | str, rung: int | None = None) -> Path:
         """Held-out predictions of one GLP candidate fine-tune (for the bootstrap), ``search/step-SS/...``; with
         ``rung``, at that rung of successive halving (``...rung-R.npy``)."""
         at = "" if rung is None else f".rung-{rung + 1}"
-        return self.inside(self.path / SEARCH_DIR / f"step-{step + 1:02d}" / f"layer-{layer:02d}.seed-{seed}{at}.npy",
-                           "the search folder")
+        return self._search_file(f"step-{step + 1:02d}", f"layer-{layer:02d}.seed-{seed}{at}.npy")
 
     def paused_path(self, step: int, layer: int, seed: int | str) -> Path:
         """The saved state of a GLP candidate paused by successive halving (removed once it stops or finishes)."""
-        return self.inside(self.path / SEARCH_DIR / f"step-{step + 1:02d}" / "paused" / f"layer-{layer:02d}.seed-{seed}.pt",
-                           "the search folder")
+        return self._search_file(f"step-{step + 1:02d}", "paused", f"layer-{layer:02d}.seed-{seed}.pt")
 
     def sweep_preds_path(self, lr: float, seed: int | str, rung: int | None = None) -> Path:
         """Held-out predictions of one recipe-sweep point at a rung of successive halving
         (``search/sweep/lr-L.seed-S.rung-R.npy``; ``rung`` None: the whole budget's)."""
         at = "" if rung is None else f".rung-{rung + 1}"
-        return self.inside(self.path / SEARCH_DIR / "sweep" / f"lr-{lr:g}.seed-{seed}{at}.npy", "the search folder")
+        return self._search_file("sweep", f"lr-{lr:g}.seed-{seed}{at}.npy")
 
     def sweep_paused_path(self, lr: float, seed: int | str) -> Path:
         """The saved state of a recipe-sweep point paused by successive halving (removed once it stops or
         finishes)."""
-        return self.inside(self.path / SEARCH_DIR / "sweep" / "paused" / f"lr-{lr:g}.seed-{seed}.pt", "the search folder")
+        return self._search_file("sweep", "paused", f"lr-{lr:g}.seed-{seed}.pt")
 
     @property
     def latency_dir(self) -> Path:
